@@ -1,0 +1,72 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# make            build the two BPF objects and the C tools
+# make check      prove both objects pass the verifier (root)
+# make test       the end-to-end suite (root)
+# make demo       iperf3 with and without the bypass, side by side (root)
+# make bench      the benchmark: TCP, bypass, Unix sockets (root; QUICK=1)
+# make deps       install what is missing (root), else list it
+#
+# MAX_ENTRIES=n sets the sockhash capacity; V=1 shows the commands.
+
+CLANG ?= clang
+CC ?= cc
+MAX_ENTRIES ?= 65536
+# <asm/types.h> lives in the multiarch include directory on Debian/Ubuntu;
+# clang -target bpf does not look there by itself.
+MULTIARCH = $(shell $(CC) -print-multiarch 2>/dev/null)
+BPF_CFLAGS = -g -O2 -Wall -Werror -target bpf -DMAX_ENTRIES=$(MAX_ENTRIES) \
+	$(if $(MULTIARCH),-I/usr/include/$(MULTIARCH))
+CFLAGS ?= -O2 -g -Wall -Wextra -Werror
+CFLAGS += -D_GNU_SOURCE -I.
+LDLIBS += -pthread
+
+BPF_OBJS := bpf_sockops.o bpf_redir.o
+TOOLS := $(patsubst %.c,%,$(wildcard tools/*.c))
+
+ifeq ($(V),1)
+Q :=
+msg :=
+else
+Q := @
+msg = @printf '  %-6s %s\n' '$(1)' '$(2)';
+endif
+
+.DELETE_ON_ERROR:
+.PHONY: all clean check test demo bench deps FORCE
+
+all: $(BPF_OBJS) $(TOOLS)
+
+# Rebuild the objects when MAX_ENTRIES or the flags change.
+.bpf-cflags: FORCE
+	@echo '$(BPF_CFLAGS)' | cmp -s - $@ || echo '$(BPF_CFLAGS)' > $@
+
+%.o: %.c bpf_sockops.h bpf_maps.h .bpf-cflags
+	$(call msg,CLANG,$@)
+	$(Q)$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+tools/%: tools/%.c tools/util.h bpf_sockops.h
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
+
+check: $(BPF_OBJS)
+	./check.sh
+
+# Each job first installs what it needs (deps-*), then builds.
+test: deps-test all
+	bats --timing tests
+
+demo: deps-demo all
+	./demo.sh
+
+bench: deps-bench all
+	./bench/bench.sh $(if $(QUICK),--quick)
+
+deps: deps-all
+
+deps-%:
+	@./deps.sh $*
+
+clean:
+	$(call msg,CLEAN,)
+	$(Q)rm -f $(BPF_OBJS) $(TOOLS) .bpf-cflags

@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * bpf_maps.h - the maps, defined once for both BPF objects.
+ *
+ * bpf_sockops.o creates them and load.sh pins them.  bpf_redir.o carries the
+ * same definitions only so that its code can name them: load.sh loads it with
+ * "map name ... pinned ...", which makes libbpf reuse the pinned maps instead
+ * of creating new ones.  The definitions must therefore match exactly, which
+ * is why they live in this one file.
+ */
+#ifndef __BPF_MAPS_H
+#define __BPF_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "bpf_sockops.h"
+
+/* Established sockets, keyed by (netns, local end, remote end). */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, MAX_ENTRIES);
+	__type(key, struct sock_key);
+	__type(value, __u64);	/* the socket; user space reads its cookie */
+} sock_ops_map SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct bypass_stats);
+} stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct bypass_config);
+} config SEC(".maps");
+
+#endif /* __BPF_MAPS_H */

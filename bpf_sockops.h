@@ -1,0 +1,86 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * bpf_sockops.h - the one definition of what the two BPF programs share.
+ *
+ * Included by bpf_sockops.c, bpf_redir.c and the user-space tools, so it
+ * holds only types and constants (no maps, no helpers).
+ */
+#ifndef __BPF_SOCKOPS_H
+#define __BPF_SOCKOPS_H
+
+#include <linux/types.h>
+
+/*
+ * Capacity of the sockhash: the number of sockets (two per connection) that
+ * can be accelerated at once.  When the map is full, new connections are
+ * simply not accelerated.  Override with "make MAX_ENTRIES=n".
+ */
+#ifndef MAX_ENTRIES
+#define MAX_ENTRIES 65536
+#endif
+
+/*
+ * The sockhash key: one connection seen from one end.
+ *
+ * A socket is stored under (its netns, its local address:port, its remote
+ * address:port).  To find the peer of a sending socket, bpf_redir swaps local
+ * and remote: the peer's local end is our remote end.
+ *
+ * - netns: bpf_get_netns_cookie() of the socket's network namespace.  The
+ *   four-tuple alone is not unique on a host: every namespace has its own
+ *   127.0.0.1 and its own port space, and a program on the root cgroup sees
+ *   them all.  Without the cookie, data could cross into another namespace.
+ * - local_ip / remote_ip: IPv6 addresses in network byte order, exactly as
+ *   the kernel stores them.  IPv4 addresses are stored v4-mapped
+ *   (::ffff:a.b.c.d), so an AF_INET client and the AF_INET6 socket accepted
+ *   by a dual-stack listener ("iperf3 -s" listens on ::) build the same key.
+ * - local_port / remote_port: host byte order.  The context gives local_port
+ *   in host order already and remote_port in network order; the programs
+ *   convert remote_port once, when they build the key.
+ *
+ * The layout has no holes, so no padding byte can make two equal keys differ.
+ */
+struct sock_key {
+	__u64 netns;
+	__u32 local_ip[4];
+	__u32 remote_ip[4];
+	__u32 local_port;
+	__u32 remote_port;
+};
+
+/*
+ * Counters, one struct per CPU in a BPF_MAP_TYPE_PERCPU_ARRAY of one entry.
+ * Each program does one lookup per run and plain increments: per-CPU slots
+ * need no locks or atomics.  User space sums over CPUs (status.sh).
+ */
+struct bypass_stats {
+	__u64 sockets_inserted;	/* established sockets put in the sockhash */
+	__u64 insert_failed;	/* bpf_sock_hash_update() failed, e.g. map full */
+	__u64 msgs_redirected;	/* sendmsg calls redirected to a peer socket */
+	__u64 bytes_redirected;	/* bytes in those messages */
+	__u64 msgs_passed;	/* no peer in the map: sent by plain TCP */
+	__u64 bytes_passed;	/* bytes in those messages */
+};
+
+/*
+ * Read one context field with exactly one load of its own.
+ *
+ * Context accesses are rewritten by the verifier into loads from the kernel's
+ * real structures, so each must be a plain load at a constant offset from the
+ * context pointer.  clang 14 merges loads of the same shape from two branches
+ * (say local_ip4 and local_ip6[3]) into one load through a computed pointer,
+ * which the verifier rejects: "dereference of modified ctx ptr".  A volatile
+ * load cannot be merged or moved, so every field is read with CTX_READ().
+ */
+#define CTX_READ(field) (*(volatile __typeof__(field) *)&(field))
+
+/* Index of the only entry of the stats and config arrays. */
+#define STATS_KEY	0
+#define CONFIG_KEY	0
+
+/* Config, set by load.sh through the pinned "config" array. */
+struct bypass_config {
+	__u32 trace;		/* 1: bpf_printk one line per established socket */
+};
+
+#endif /* __BPF_SOCKOPS_H */

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# load.sh - load the sockops bypass and attach it to a cgroup v2.
+#
+# Steps, all undone if one fails:
+#   1. load bpf_sockops.o, pin its program and its maps in the pin directory
+#   2. load bpf_redir.o, reusing the pinned maps (never a second sockhash)
+#   3. attach bpf_redir to the sockhash as its sk_msg verdict
+#   4. attach bpf_sockmap to the cgroup as sock_ops, with "multi" so that
+#      other sock_ops programs on the cgroup keep running
+# Step 3 comes before step 4: a socket takes the map's programs when it is
+# inserted, so the verdict must be in place before the first insert.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+readonly OBJ_DIR=${SOCKOPS_OBJ_DIR:-$TOP_DIR}
+readonly SOCKOPS_OBJ=$OBJ_DIR/bpf_sockops.o
+readonly REDIR_OBJ=$OBJ_DIR/bpf_redir.o
+readonly MIN_KERNEL=5.15
+
+usage() {
+	cat >&2 <<EOF
+Usage: ${0##*/} [--cgroup PATH] [--pin-dir DIR] [--quiet]
+
+Load the sockops bypass and attach it to a cgroup v2.
+
+  --cgroup PATH   cgroup v2 directory to attach to (default: the root of the
+                  cgroup v2 mount); only its sockets are accelerated
+  --pin-dir DIR   bpffs directory for the pins (default: \$SOCKOPS_PIN_DIR,
+                  else <bpffs>/sockops); one directory per instance
+  --quiet         no per-connection line in the trace buffer
+  -h, --help      this text
+EOF
+}
+
+cgroup=
+pin=
+trace=1
+while (($#)); do
+	case $1 in
+	--cgroup)	[[ $# -ge 2 ]] || { usage; exit 2; }; cgroup=$2; shift ;;
+	--cgroup=*)	cgroup=${1#*=} ;;
+	--pin-dir)	[[ $# -ge 2 ]] || { usage; exit 2; }; pin=$2; shift ;;
+	--pin-dir=*)	pin=${1#*=} ;;
+	--quiet)	trace=0 ;;
+	-h|--help)	usage; exit 0 ;;
+	*)		echo "${0##*/}: unknown option: $1" >&2; usage; exit 2 ;;
+	esac
+	shift
+done
+
+need_root
+need_tools bpftool jq findmnt
+for obj in "$SOCKOPS_OBJ" "$REDIR_OBJ"; do
+	[[ -f $obj ]] || die "$obj not found: build it first with 'make'"
+done
+
+cgroot=$(cgroup2_root)
+cgroup=${cgroup:-$cgroot}
+[[ -d $cgroup && $(stat -f -c %T "$cgroup") == cgroup2fs ]] ||
+	die "--cgroup $cgroup is not a cgroup v2 directory (cgroup v2 is mounted on $cgroot)"
+cgroup=$(realpath "$cgroup")
+pin=$(pin_dir "$pin")
+
+# Already loaded?  Done if attached where asked; refuse if attached
+# elsewhere; clear a half-done load left by a crash.
+if [[ -e $pin ]]; then
+	id=$(prog_id "$pin/$PIN_SOCKOPS")
+	where=$(attached_cgroups "$id")
+	if [[ -n $where ]]; then
+		[[ $where == "$cgroup" ]] ||
+			die "already loaded from $pin and attached to $where; run unload.sh first, or use another --pin-dir"
+		info "already loaded: $pin, attached to $cgroup"
+		exit 0
+	fi
+	warn "removing the incomplete load in $pin"
+	"$TOP_DIR/unload.sh" --pin-dir "$pin" >/dev/null
+fi
+
+# A sock_ops program attached without "multi" (exclusively) forbids any
+# other; say so before changing anything.
+excl=$(bpftool -j cgroup show "$cgroup" 2>/dev/null |
+	jq -r '.[] | select((.attach_type == "sock_ops" or .attach_type == "cgroup_sock_ops") and .attach_flags != "multi") | "\(.name) (id \(.id))"')
+[[ -z $excl ]] ||
+	die "$cgroup has sock_ops program $excl attached without 'multi' (exclusively): the kernel allows no second program there; detach it or use --cgroup"
+
+step=
+rollback() {
+	local rc=$?
+
+	trap - EXIT
+	((rc == 0)) && return
+	echo "${0##*/}: failed at: $step; rolling back" >&2
+	"$TOP_DIR/unload.sh" --pin-dir "$pin" >/dev/null 2>&1 || true
+	exit "$rc"
+}
+
+# run WHAT CMD...: run one step; on failure show its output and stop.
+run() {
+	local out
+
+	step=$1
+	shift
+	if ! out=$("$@" 2>&1); then
+		echo "$out" >&2
+		if grep -q "PROG LOAD LOG\|verifier" <<<"$out"; then
+			echo "${0##*/}: the kernel's verifier rejected the program (its log is above); the bypass needs Linux >= $MIN_KERNEL with cgroup BPF and sockmap (CONFIG_BPF_STREAM_PARSER); this kernel is $(uname -r)" >&2
+		fi
+		return 1
+	fi
+}
+
+mkdir -p "$pin"
+trap rollback EXIT
+step="use $pin as pin directory"
+[[ $(stat -f -c %T "$pin") == bpf_fs ]] || die "pin directory $pin is not on a bpffs"
+
+run "load $SOCKOPS_OBJ" \
+	bpftool prog load "$SOCKOPS_OBJ" "$pin/$PIN_SOCKOPS" pinmaps "$pin"
+run "load $REDIR_OBJ" \
+	bpftool prog load "$REDIR_OBJ" "$pin/$PIN_REDIR" \
+		map name "$PIN_MAP" pinned "$pin/$PIN_MAP" \
+		map name "$PIN_STATS" pinned "$pin/$PIN_STATS" \
+		map name "$PIN_CONFIG" pinned "$pin/$PIN_CONFIG"
+# struct bypass_config { __u32 trace; }: four bytes in host byte order.
+run "set trace=$trace in $pin/$PIN_CONFIG" \
+	bpftool map update pinned "$pin/$PIN_CONFIG" \
+		key $(u32_bytes 0) value $(u32_bytes "$trace")
+run "attach $PIN_REDIR as sk_msg_verdict" \
+	bpftool prog attach pinned "$pin/$PIN_REDIR" sk_msg_verdict pinned "$pin/$PIN_MAP"
+run "attach $PIN_SOCKOPS to $cgroup" \
+	bpftool cgroup attach "$cgroup" cgroup_sock_ops pinned "$pin/$PIN_SOCKOPS" multi
+
+info "loaded: pins in $pin, sock_ops attached to $cgroup"

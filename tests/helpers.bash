@@ -1,0 +1,155 @@
+# SPDX-License-Identifier: GPL-2.0
+# helpers.bash - what the bats suites share.  Load with: load helpers
+#
+# Every test gets its own pin directory and, unless it asks for the root
+# cgroup, its own cgroup v2; teardown undoes everything the test started,
+# even when it failed: servers (killed by PID), captures, the bypass,
+# namespaces and the cgroup.
+
+TOP=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
+source "$TOP/common.sh"
+
+# Ports are spread per test file so that a leftover socket in TIME_WAIT from
+# one test never meets the next.
+BASE_PORT=${BASE_PORT:-20000}
+
+common_setup() {
+	[[ $EUID -eq 0 ]] || skip "needs root"
+	CG_ROOT=$(cgroup2_root)
+	BPFFS=$(bpffs_dir)
+	export SOCKOPS_PIN_DIR=$BPFFS/sockops-test-$$-$BATS_TEST_NUMBER
+	TEST_CG=$CG_ROOT/sockops-test-$$-$BATS_TEST_NUMBER
+	mkdir "$TEST_CG"
+	PIDS=()
+	NETNS=()
+	TMP=$BATS_TEST_TMPDIR
+	PORT=$((BASE_PORT + BATS_TEST_NUMBER * 10))
+}
+
+common_teardown() {
+	local pid ns
+
+	for pid in "${PIDS[@]}"; do
+		kill "$pid" 2>/dev/null || true
+	done
+	for pid in "${PIDS[@]}"; do
+		wait "$pid" 2>/dev/null || true
+	done
+	"$TOP/unload.sh" --pin-dir "$SOCKOPS_PIN_DIR" >/dev/null 2>&1 || true
+	for ns in "${NETNS[@]}"; do
+		ip netns del "$ns" 2>/dev/null || true
+	done
+	if [[ -d ${TEST_CG:-} ]]; then
+		# Anything still in the cgroup was started by this test.
+		for pid in $(cat "$TEST_CG/cgroup.procs" 2>/dev/null); do
+			kill -9 "$pid" 2>/dev/null || true
+		done
+		for _ in $(seq 50); do
+			rmdir "$TEST_CG" 2>/dev/null && break
+			sleep 0.1
+		done
+	fi
+}
+
+setup() { common_setup; }
+teardown() { common_teardown; }
+
+# load_bypass [ARGS...]: load into this test's cgroup and pin directory.
+load_bypass() {
+	"$TOP/load.sh" --cgroup "$TEST_CG" "$@"
+}
+
+unload_bypass() {
+	"$TOP/unload.sh"
+}
+
+# in_cg CMD...: run CMD inside this test's cgroup.
+in_cg() {
+	(echo "$BASHPID" > "$TEST_CG/cgroup.procs" && exec "$@")
+}
+
+# spawn NAME CMD...: start CMD in the background inside the test cgroup, with
+# output in $TMP/NAME.out; its PID is recorded so teardown stops it.
+spawn() {
+	local name=$1
+
+	shift
+	in_cg "$@" >"$TMP/$name.out" 2>&1 &
+	PIDS+=($!)
+	LAST_PID=$!
+}
+
+# wait_port PORT [NETNS]: wait until something listens on TCP PORT.
+wait_port() {
+	local i cmd=(ss -Htln "sport = :$1")
+
+	[[ -n ${2:-} ]] && cmd=(ip netns exec "$2" "${cmd[@]}")
+	for i in $(seq 100); do
+		[[ -n $("${cmd[@]}") ]] && return 0
+		sleep 0.05
+	done
+	echo "nothing listens on port $1" >&2
+	return 1
+}
+
+# iperf_server PORT [ARGS...]: one-shot iperf3 server in the test cgroup.
+iperf_server() {
+	local port=$1
+
+	shift
+	spawn iperf3-s iperf3 -s -1 -p "$port" "$@"
+	wait_port "$port"
+}
+
+# lo_capture_start PORT: capture TCP PORT on lo into $TMP/lo.pcap.
+lo_capture_start() {
+	spawn tcpdump tcpdump -i lo -nn -U -w "$TMP/lo.pcap" "tcp port $1"
+	CAP_PID=$LAST_PID
+	# tcpdump says "listening on" once the capture is live.
+	for _ in $(seq 100); do
+		grep -q "listening on" "$TMP/tcpdump.out" 2>/dev/null && return 0
+		sleep 0.05
+	done
+	echo "tcpdump did not start" >&2
+	return 1
+}
+
+lo_capture_stop() {
+	sleep 0.2
+	kill "$CAP_PID"
+	wait "$CAP_PID" 2>/dev/null || true
+}
+
+# lo_packets [FILTER]: packets in the capture, e.g. lo_packets "greater 100".
+lo_packets() {
+	tcpdump -nn -r "$TMP/lo.pcap" ${1:+"$1"} 2>/dev/null | wc -l
+}
+
+# lo_data_packets: captured TCP segments that carry payload.
+lo_data_packets() {
+	tcpdump -nn -r "$TMP/lo.pcap" 2>/dev/null | grep -vc "length 0$" || true
+}
+
+# counter FIELD: a counter of struct bypass_stats, summed over CPUs.
+counter() {
+	bpftool -j map dump pinned "$SOCKOPS_PIN_DIR/$PIN_STATS" |
+		jq "[.[0].values[].value.$1] | add"
+}
+
+# map_entries: sockets in the sockhash now.
+map_entries() {
+	bpftool -j map dump pinned "$SOCKOPS_PIN_DIR/$PIN_MAP" 2>/dev/null |
+		jq length
+}
+
+# our_progs: how many programs named like ours are loaded at all.
+our_progs() {
+	bpftool -j prog show | jq '[.[] | select(.name == "bpf_sockmap" or .name == "bpf_redir")] | length'
+}
+
+# netns_add NAME: a namespace with lo up, deleted by teardown.
+netns_add() {
+	ip netns add "$1"
+	NETNS+=("$1")
+	ip -n "$1" link set lo up
+}

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# unload.sh - detach and unpin what load.sh set up, in reverse order.
+#
+# Idempotent: what is already gone is skipped.  It detaches only the programs
+# pinned in our pin directory, found by ID, so another agent's programs on the
+# same cgroup or another instance's pins are never touched.
+#
+# Sockets stay in the sockhash: a connection that is open now keeps its
+# bypass until it closes, so no byte queued for it is lost.  The kernel frees
+# the programs and the map when the last such connection closes.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+usage() {
+	cat >&2 <<EOF
+Usage: ${0##*/} [--pin-dir DIR]
+
+Detach the sockops bypass and remove its pins.
+
+  --pin-dir DIR   the pin directory given to load.sh (default:
+                  \$SOCKOPS_PIN_DIR, else <bpffs>/sockops)
+  -h, --help      this text
+EOF
+}
+
+pin=
+while (($#)); do
+	case $1 in
+	--pin-dir)	[[ $# -ge 2 ]] || { usage; exit 2; }; pin=$2; shift ;;
+	--pin-dir=*)	pin=${1#*=} ;;
+	-h|--help)	usage; exit 0 ;;
+	*)		echo "${0##*/}: unknown option: $1" >&2; usage; exit 2 ;;
+	esac
+	shift
+done
+
+need_root
+need_tools bpftool jq findmnt
+pin=$(pin_dir "$pin")
+
+if [[ ! -e $pin ]]; then
+	info "nothing loaded in $pin"
+	exit 0
+fi
+
+# 4. sock_ops: detach from every cgroup our program is attached to.
+id=$(prog_id "$pin/$PIN_SOCKOPS")
+while read -r cg; do
+	[[ -n $cg ]] || continue
+	bpftool cgroup detach "$cg" cgroup_sock_ops id "$id" || true
+	info "detached $PIN_SOCKOPS (id $id) from $cg"
+done <<<"$(attached_cgroups "$id")"
+
+# 3. sk_msg verdict off the sockhash.
+if [[ -e $pin/$PIN_REDIR && -e $pin/$PIN_MAP ]]; then
+	bpftool prog detach pinned "$pin/$PIN_REDIR" sk_msg_verdict \
+		pinned "$pin/$PIN_MAP" 2>/dev/null || true
+fi
+
+# 2, 1. the pins, then the directory.  bpftool's pinmaps also pinned the
+# read-only data map that holds bpf_printk's format strings (*_rodata).
+rm -f "$pin/$PIN_REDIR" "$pin/$PIN_SOCKOPS" "$pin/$PIN_MAP" \
+	"$pin/$PIN_STATS" "$pin/$PIN_CONFIG" "$pin"/*_rodata
+rmdir "$pin" 2>/dev/null || warn "$pin is not empty; left in place"
+info "unloaded $pin"
