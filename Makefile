@@ -7,7 +7,9 @@
 # make bench      the benchmark: TCP, bypass, Unix sockets (root; QUICK=1)
 # make deps       install what is missing (root), else list it
 #
-# MAX_ENTRIES=n sets the sockhash capacity; V=1 shows the commands.
+# MAX_ENTRIES=n sets the sockhash capacity; OUTPUT=dir puts the BPF objects
+# elsewhere (make bpf OUTPUT=/tmp/x MAX_ENTRIES=4, then load.sh with
+# SOCKOPS_OBJ_DIR=/tmp/x); V=1 shows the commands.
 
 CLANG ?= clang
 CC ?= cc
@@ -21,7 +23,8 @@ CFLAGS ?= -O2 -g -Wall -Wextra -Werror
 CFLAGS += -D_GNU_SOURCE -I.
 LDLIBS += -pthread
 
-BPF_OBJS := bpf_sockops.o bpf_redir.o
+OUTPUT ?= .
+BPF_OBJS := $(OUTPUT)/bpf_sockops.o $(OUTPUT)/bpf_redir.o
 TOOLS := $(patsubst %.c,%,$(wildcard tools/*.c))
 
 ifeq ($(V),1)
@@ -33,15 +36,18 @@ msg = @printf '  %-6s %s\n' '$(1)' '$(2)';
 endif
 
 .DELETE_ON_ERROR:
-.PHONY: all clean check test demo bench deps FORCE
+all: bpf $(TOOLS)
 
-all: $(BPF_OBJS) $(TOOLS)
+.PHONY: all bpf clean check test demo bench deps FORCE
+
+bpf: $(BPF_OBJS)
 
 # Rebuild the objects when MAX_ENTRIES or the flags change.
-.bpf-cflags: FORCE
+$(OUTPUT)/.bpf-cflags: FORCE
+	@mkdir -p $(OUTPUT)
 	@echo '$(BPF_CFLAGS)' | cmp -s - $@ || echo '$(BPF_CFLAGS)' > $@
 
-%.o: %.c bpf_sockops.h bpf_maps.h .bpf-cflags
+$(OUTPUT)/%.o: %.c bpf_sockops.h bpf_maps.h $(OUTPUT)/.bpf-cflags
 	$(call msg,CLANG,$@)
 	$(Q)$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
@@ -69,4 +75,4 @@ deps-%:
 
 clean:
 	$(call msg,CLEAN,)
-	$(Q)rm -f $(BPF_OBJS) $(TOOLS) .bpf-cflags
+	$(Q)rm -f $(BPF_OBJS) $(TOOLS) $(OUTPUT)/.bpf-cflags

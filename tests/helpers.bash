@@ -130,10 +130,20 @@ lo_data_packets() {
 	tcpdump -nn -r "$TMP/lo.pcap" 2>/dev/null | grep -vc "length 0$" || true
 }
 
+# lo_syn_packets: SYN and SYN-ACK segments in the capture (v4 and v6).
+lo_syn_packets() {
+	tcpdump -nn -r "$TMP/lo.pcap" 2>/dev/null | grep -c "Flags \[S" || true
+}
+
+# cg_progs CGROUP: programs attached directly to CGROUP.
+cg_progs() {
+	bpftool -j cgroup show "$1" | jq -s '.[0] // [] | length'
+}
+
 # counter FIELD: a counter of struct bypass_stats, summed over CPUs.
 counter() {
 	bpftool -j map dump pinned "$SOCKOPS_PIN_DIR/$PIN_STATS" |
-		jq "[.[0].values[].value.$1] | add"
+		jq "[.[0].formatted.values[].value.$1] | add"
 }
 
 # map_entries: sockets in the sockhash now.

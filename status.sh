@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# status.sh [--pin-dir DIR] [--json] - is the bypass on, where, and is it
+# working?  Read-only: it mounts nothing and changes nothing.
+#
+# Exits 0 when the bypass is loaded, 1 when it is not.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+usage() {
+	cat >&2 <<EOF
+Usage: ${0##*/} [--pin-dir DIR] [--json]
+
+Show whether the sockops bypass is loaded, where it is attached, the sockets
+in its map and its counters (summed over CPUs).
+
+  --pin-dir DIR   the pin directory given to load.sh (default:
+                  \$SOCKOPS_PIN_DIR, else <bpffs>/sockops)
+  --json          one JSON object, for scripts and monitoring
+  -h, --help      this text
+EOF
+}
+
+pin=${SOCKOPS_PIN_DIR:-}
+json=0
+while (($#)); do
+	case $1 in
+	--pin-dir)	[[ $# -ge 2 ]] || { usage; exit 2; }; pin=$2; shift ;;
+	--pin-dir=*)	pin=${1#*=} ;;
+	--json)		json=1 ;;
+	-h|--help)	usage; exit 0 ;;
+	*)		echo "${0##*/}: unknown option: $1" >&2; usage; exit 2 ;;
+	esac
+	shift
+done
+
+need_root
+need_tools bpftool jq findmnt
+
+# Read-only: with no bpffs mounted nothing can be loaded, so do not mount one.
+if [[ -z $pin ]]; then
+	bpffs=$(findmnt -n -t bpf -o TARGET | head -n 1)
+	pin=${bpffs:-/sys/fs/bpf}/sockops
+fi
+
+sockops_id=$(prog_id "$pin/$PIN_SOCKOPS")
+if [[ -z $sockops_id || ! -e $pin/$PIN_MAP ]]; then
+	if ((json)); then
+		jq -cn --arg pin "$pin" '{loaded: false, pin_dir: $pin}'
+	else
+		echo "bypass:    not loaded (nothing pinned in $pin)"
+	fi
+	exit 1
+fi
+
+# Gather everything into one JSON object; the text form is printed from it.
+status=$(
+	jq -cn \
+		--arg pin "$pin" \
+		--argjson sockops "$(bpftool -j prog show pinned "$pin/$PIN_SOCKOPS")" \
+		--argjson redir "$(bpftool -j prog show pinned "$pin/$PIN_REDIR" 2>/dev/null || echo null)" \
+		--argjson map "$(bpftool -j map show pinned "$pin/$PIN_MAP")" \
+		--argjson sockets "$(bpftool -j map dump pinned "$pin/$PIN_MAP" | jq length)" \
+		--argjson stats "$(bpftool -j map dump pinned "$pin/$PIN_STATS")" \
+		--argjson config "$(bpftool -j map dump pinned "$pin/$PIN_CONFIG")" \
+		--argjson cgroups "$(attached_cgroups "$sockops_id" | jq -R . | jq -s .)" \
+		'{
+			loaded: ($cgroups | length > 0),
+			pin_dir: $pin,
+			cgroups: $cgroups,
+			programs: {
+				sock_ops: {name: $sockops.name, id: $sockops.id},
+				sk_msg: (if $redir then {name: $redir.name, id: $redir.id} else null end)
+			},
+			map: {name: $map.name, id: $map.id, sockets: $sockets,
+			      max_entries: $map.max_entries},
+			trace: ($config[0].formatted.value.trace == 1),
+			counters: ($stats[0].formatted.values | map(.value) |
+				   reduce .[] as $cpu ({}; reduce ($cpu | keys_unsorted[]) as $k
+					(.; .[$k] += $cpu[$k])))
+		}'
+)
+
+if ((json)); then
+	echo "$status"
+else
+	jq -r '
+		"bypass:    \(if .loaded then "loaded" else "pinned but not attached to any cgroup" end)",
+		"pin dir:   \(.pin_dir)",
+		"cgroup:    \(if .loaded then .cgroups | join(", ") else "-" end)",
+		"programs:  \(.programs.sock_ops.name) (sock_ops, id \(.programs.sock_ops.id)), \(.programs.sk_msg.name // "-") (sk_msg, id \(.programs.sk_msg.id // "-"))",
+		"sockhash:  \(.map.name) (id \(.map.id)): \(.map.sockets) sockets now, capacity \(.map.max_entries)",
+		"trace:     \(if .trace then "on (trace_bpf_output.sh)" else "off (--quiet)" end)",
+		"counters:",
+		(.counters | to_entries[] | "  \(.key | . + " " * (18 - length)) \(.value)")
+	' <<<"$status"
+fi
+jq -e .loaded >/dev/null <<<"$status"

@@ -1,0 +1,181 @@
+#!/usr/bin/env bats
+# SPDX-License-Identifier: GPL-2.0
+#
+# The core bypass, end to end: the seed's flow with real iperf3, tcpdump and
+# checksummed transfers.  Every test loads the real programs into its own
+# cgroup and pin directory, except the one that checks the default (root
+# cgroup) attachment.
+
+BASE_PORT=20000
+load helpers
+
+# iperf_client ARGS...: run an iperf3 client in the test cgroup, JSON into
+# $TMP/iperf.json; prints the bytes the receiver got.
+iperf_client() {
+	in_cg iperf3 -J "$@" >"$TMP/iperf.json"
+	jq '.end.sum_received.bytes' "$TMP/iperf.json"
+}
+
+# assert_redirected SENT: every byte the application sent went through the
+# bypass, and lo saw no data segment, only handshakes and teardowns.
+assert_redirected() {
+	local sent=$1 redirected data
+
+	redirected=$(counter bytes_redirected)
+	data=$(lo_data_packets)
+	echo "sent=$sent redirected=$redirected lo_packets=$(lo_packets) lo_data=$data"
+	((sent > 0))
+	((redirected >= sent))
+	((data == 0))
+	# Two connections (iperf3's control and data): 3 + 4 packets each at
+	# most, with some ACKs of FINs coalesced.
+	(($(lo_packets) <= 14))
+	(($(lo_syn_packets) == 4))
+}
+
+@test "v4 client to dual-stack iperf3 server is redirected: lo sees only handshakes, bytes arrive" {
+	load_bypass
+	iperf_server "$PORT"		# listens on ::, as plain iperf3 -s does
+	lo_capture_start "$PORT"
+	got=$(iperf_client -c 127.0.0.1 -p "$PORT" -t 2 -l 64k)
+	lo_capture_stop
+	sent=$(jq '.end.sum_sent.bytes' "$TMP/iperf.json")
+	((got == sent))
+	assert_redirected "$sent"
+	(($(counter sockets_inserted) == 4))
+	(($(counter msgs_passed) == 0))
+}
+
+@test "v4 client to AF_INET-only server is redirected" {
+	load_bypass
+	iperf_server "$PORT" -B 127.0.0.1
+	lo_capture_start "$PORT"
+	got=$(iperf_client -c 127.0.0.1 -p "$PORT" -t 2 -l 64k)
+	lo_capture_stop
+	sent=$(jq '.end.sum_sent.bytes' "$TMP/iperf.json")
+	((got == sent))
+	assert_redirected "$sent"
+}
+
+@test "::1 client to IPv6 server is redirected" {
+	load_bypass
+	iperf_server "$PORT" -B ::1
+	lo_capture_start "$PORT"
+	got=$(iperf_client -c ::1 -p "$PORT" -t 2 -l 64k)
+	lo_capture_stop
+	sent=$(jq '.end.sum_sent.bytes' "$TMP/iperf.json")
+	((got == sent))
+	assert_redirected "$sent"
+}
+
+@test "a 1 GB checksummed transfer through the bypass arrives identical, both ways" {
+	load_bypass
+	spawn xfer-recv "$TOP/tools/xfer" recv -b :: -p "$PORT"
+	wait_port "$PORT"
+	run in_cg "$TOP/tools/xfer" send -a 127.0.0.1 -p "$PORT" -B 1000000000 -R 100000000
+	echo "$output"
+	[[ $status -eq 0 ]]
+	[[ $output == *"ok=1 bad=0 bytes_out=1000000000 bytes_in=100000000"* ]]
+	wait "$LAST_PID"
+	grep -q "ok=1 bad=0 bytes_in=1000000000 bytes_out=100000000" "$TMP/xfer-recv.out"
+	# Every byte and the 24-byte header went socket to socket.
+	(($(counter bytes_redirected) == 1000000000 + 100000000 + 24))
+	(($(counter bytes_passed) == 0))
+}
+
+@test "trace lines show the real client and server ports of a connection" {
+	local cport=$((PORT + 1))
+
+	load_bypass
+	trace=$(tracefs_dir)
+	spawn trace "$TOP/trace_bpf_output.sh"
+	iperf_server "$PORT" -B 127.0.0.1
+	iperf_client -c 127.0.0.1 -p "$PORT" --cport "$cport" -t 1 >/dev/null
+	sleep 0.5
+	cat "$TMP/trace.out"
+	grep -q "<<< ipv4 op = 4, port $cport --> $PORT\$" "$TMP/trace.out"
+	grep -q "<<< ipv4 op = 5, port $PORT --> $cport\$" "$TMP/trace.out"
+}
+
+@test "v6 connections trace as ipv6, v4-mapped ones as ipv4" {
+	load_bypass
+	spawn trace "$TOP/trace_bpf_output.sh"
+	iperf_server "$PORT"
+	iperf_client -c ::1 -p "$PORT" -t 1 >/dev/null
+	iperf_server "$PORT"
+	iperf_client -c 127.0.0.1 -p "$PORT" -t 1 >/dev/null
+	sleep 0.5
+	cat "$TMP/trace.out"
+	(($(grep -c "<<< ipv6 op = [45], port .* --> $PORT\$\|<<< ipv6 op = 5, port $PORT --> " "$TMP/trace.out") == 4))
+	(($(grep -c "<<< ipv4 op = 4, port .* --> $PORT\$\|<<< ipv4 op = 5, port $PORT --> " "$TMP/trace.out") == 4))
+}
+
+@test "--quiet writes no trace line" {
+	load_bypass --quiet
+	spawn trace "$TOP/trace_bpf_output.sh"
+	iperf_server "$PORT" -B 127.0.0.1
+	iperf_client -c 127.0.0.1 -p "$PORT" -t 1 >/dev/null
+	sleep 0.5
+	(($(counter sockets_inserted) == 4))
+	! grep -q -- "--> $PORT\$" "$TMP/trace.out"
+}
+
+@test "load twice and unload twice is clean: no pins, attachments or programs left" {
+	before=$(our_progs)
+	load_bypass
+	run load_bypass
+	[[ $status -eq 0 && $output == *"already loaded"* ]]
+	# One copy: one attachment, one program of each kind more than before.
+	(($(cg_progs "$TEST_CG") == 1))
+	(($(our_progs) == before + 2))
+	unload_bypass
+	run unload_bypass
+	[[ $status -eq 0 ]]
+	[[ ! -e $SOCKOPS_PIN_DIR ]]
+	(($(cg_progs "$TEST_CG") == 0))
+	# The kernel frees programs after an RCU grace period.
+	for _ in $(seq 50); do
+		(($(our_progs) == before)) && break
+		sleep 0.1
+	done
+	(($(our_progs) == before))
+}
+
+@test "by default load.sh attaches to the root of the cgroup v2 mount" {
+	"$TOP/load.sh"
+	id=$(prog_id "$SOCKOPS_PIN_DIR/$PIN_SOCKOPS")
+	[[ $(attached_cgroups "$id") == "$CG_ROOT" ]]
+	bpftool -j cgroup show "$CG_ROOT" |
+		jq -e --argjson id "$id" 'any(.[]; .id == $id and .attach_flags == "multi")'
+	unload_bypass
+	[[ -z $(attached_cgroups "$id") ]]
+}
+
+@test "a port with no listener is refused exactly as without the bypass" {
+	run in_cg "$TOP/tools/xfer" send -a 127.0.0.1 -p "$PORT"
+	plain=$output
+	load_bypass
+	run in_cg "$TOP/tools/xfer" send -a 127.0.0.1 -p "$PORT"
+	[[ $status -ne 0 ]]
+	[[ $output == *"Connection refused"* ]]
+	[[ $output == "$plain" ]]
+	(($(counter sockets_inserted) == 0))
+}
+
+@test "a peer outside the map is reached by plain TCP, intact" {
+	load_bypass
+	# The server runs outside the test cgroup, so only the client is in
+	# the map: its sends find no peer and must go by TCP.
+	"$TOP/tools/xfer" recv -b 127.0.0.1 -p "$PORT" >"$TMP/recv.out" 2>&1 &
+	PIDS+=($!)
+	wait_port "$PORT"
+	lo_capture_start "$PORT"
+	run in_cg "$TOP/tools/xfer" send -a 127.0.0.1 -p "$PORT" -B 10000000 -R 1000000
+	lo_capture_stop
+	echo "$output"
+	[[ $status -eq 0 ]]
+	(($(counter sockets_inserted) == 1))
+	(($(counter bytes_redirected) == 0))
+	(($(counter bytes_passed) == 10000000 + 24))
+	(($(lo_data_packets) > 0))
+}

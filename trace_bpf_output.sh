@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# trace_bpf_output.sh - stream the bypass's per-connection lines from the
+# kernel trace buffer, one line per socket put into the sockhash:
+#
+#   iperf3-9516 [001] ..s1. 22500.634137: bpf_trace_printk: <<< ipv4 op = 5, port 5001 --> 46506
+#
+# op 4 is the connecting side (BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB), op 5 the
+# accepting side (BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB); ports are local -->
+# remote, in host byte order.  Lines appear only while the bypass is loaded
+# without --quiet.  The trace buffer is global: reading trace_pipe consumes
+# it, so run one reader at a time.  Ctrl-C stops.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then
+	echo "Usage: ${0##*/}    (stream the bypass's trace lines; Ctrl-C stops)" >&2
+	exit 0
+fi
+need_root
+need_tools findmnt grep
+
+readonly PIPE=$(tracefs_dir)/trace_pipe
+trap 'exit 0' INT TERM
+grep --line-buffered '<<< ipv[46] op' "$PIPE"
