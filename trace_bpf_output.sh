@@ -22,5 +22,13 @@ need_root
 need_tools findmnt grep
 
 readonly PIPE=$(tracefs_dir)/trace_pipe
-trap 'exit 0' INT TERM
-grep --line-buffered '<<< ipv[46] op' "$PIPE"
+# The kernel lets one process read trace_pipe at a time.
+{ : <"$PIPE"; } 2>/dev/null ||
+	die "cannot open $PIPE: another reader has it (another trace_bpf_output.sh, cat, or bpftool prog tracelog?)"
+# grep runs in the background and we wait for it: bash runs a trap only
+# after the foreground command returns, and a read of an idle trace_pipe
+# never returns.  So a TERM from a parent stops the reader at once.
+grep --line-buffered '<<< ipv[46] op' "$PIPE" &
+reader=$!
+trap 'kill "$reader" 2>/dev/null; exit 0' INT TERM
+wait "$reader"

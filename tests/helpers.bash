@@ -74,7 +74,8 @@ spawn() {
 	local name=$1
 
 	shift
-	in_cg "$@" >"$TMP/$name.out" 2>&1 &
+	# The subshell execs CMD, so $! is CMD's own PID.
+	(echo "$BASHPID" >"$TEST_CG/cgroup.procs" && exec "$@") >"$TMP/$name.out" 2>&1 &
 	PIDS+=($!)
 	LAST_PID=$!
 }

@@ -1,0 +1,107 @@
+#!/usr/bin/env bats
+# SPDX-License-Identifier: GPL-2.0
+#
+# Observability: the per-CPU counters match what applications did, and
+# status.sh answers "is it on, where, and is it working?" in text and JSON.
+
+BASE_PORT=26000
+load helpers
+
+# transfer FWD BACK [SEND_ARGS...]: one checksummed transfer, both ends in
+# the test cgroup.
+transfer() {
+	local fwd=$1 back=$2
+
+	shift 2
+	spawn xfer-recv "$TOP/tools/xfer" recv -b 127.0.0.1 -p "$PORT"
+	wait_port "$PORT"
+	in_cg "$TOP/tools/xfer" send -a 127.0.0.1 -p "$PORT" -B "$fwd" -R "$back" "$@"
+	wait "$LAST_PID"
+}
+
+@test "counters match a known transfer exactly" {
+	load_bypass
+	transfer 5000000 3000000 -l 1000
+	# xfer sends a 24-byte header, then its payload in 1000-byte writes;
+	# the receiver answers with its payload.  Every byte is redirected.
+	(($(counter sockets_inserted) == 2))
+	(($(counter insert_failed) == 0))
+	(($(counter bytes_redirected) == 5000000 + 24 + 3000000))
+	(($(counter msgs_redirected) >= 5000 + 1))
+	(($(counter msgs_passed) == 0))
+	(($(counter bytes_passed) == 0))
+}
+
+@test "sockets in the map return to zero when connections close" {
+	load_bypass
+	# iperf3 -P 3: a control connection and three data connections, open
+	# for 3 s: eight sockets.
+	iperf_server "$PORT"
+	spawn iperf3-c iperf3 -c 127.0.0.1 -p "$PORT" -P 3 -t 3
+	client=$LAST_PID
+	for _ in $(seq 50); do
+		(($(map_entries) == 8)) && break
+		sleep 0.05
+	done
+	(($("$TOP/status.sh" --json | jq .map.sockets) == 8))
+	wait "$client"
+	for _ in $(seq 50); do
+		(($(map_entries) == 0)) && break
+		sleep 0.1
+	done
+	(($("$TOP/status.sh" --json | jq .map.sockets) == 0))
+	(($(counter sockets_inserted) == 8))
+}
+
+@test "status.sh says when nothing is loaded, in text and JSON, and exits 1" {
+	run "$TOP/status.sh"
+	[[ $status -eq 1 ]]
+	[[ $output == *"not loaded"*"$SOCKOPS_PIN_DIR"* ]]
+	run "$TOP/status.sh" --json
+	[[ $status -eq 1 ]]
+	jq -e --arg pin "$SOCKOPS_PIN_DIR" '.loaded == false and .pin_dir == $pin' <<<"$output"
+}
+
+@test "status.sh shows the pin dir, cgroup, program IDs, sockets and counters" {
+	load_bypass
+	transfer 1000000 0
+	sockops=$(prog_id "$SOCKOPS_PIN_DIR/$PIN_SOCKOPS")
+	redir=$(prog_id "$SOCKOPS_PIN_DIR/$PIN_REDIR")
+
+	run "$TOP/status.sh"
+	echo "$output"
+	[[ $status -eq 0 ]]
+	[[ $output == *"bypass:    loaded"* ]]
+	[[ $output == *"pin dir:   $SOCKOPS_PIN_DIR"* ]]
+	[[ $output == *"cgroup:    $TEST_CG"* ]]
+	[[ $output == *"bpf_sockmap (sock_ops, id $sockops), bpf_redir (sk_msg, id $redir)"* ]]
+	[[ $output == *"0 sockets now, capacity 65536"* ]]
+	[[ $output =~ bytes_redirected\ +1000024 ]]
+
+	run "$TOP/status.sh" --json
+	[[ $status -eq 0 ]]
+	jq -e --arg pin "$SOCKOPS_PIN_DIR" --arg cg "$TEST_CG" \
+		--argjson s "$sockops" --argjson r "$redir" '
+		.loaded and .pin_dir == $pin and .cgroups == [$cg] and
+		.programs.sock_ops.id == $s and .programs.sk_msg.id == $r and
+		.map.sockets == 0 and .map.max_entries == 65536 and .trace and
+		.counters.sockets_inserted == 2 and
+		.counters.bytes_redirected == 1000024' <<<"$output"
+}
+
+@test "status.sh changes nothing" {
+	load_bypass
+	transfer 1000000 0
+	snapshot() {
+		ls "$SOCKOPS_PIN_DIR"
+		bpftool -j prog show pinned "$SOCKOPS_PIN_DIR/$PIN_SOCKOPS" | jq .id
+		bpftool -j map dump pinned "$SOCKOPS_PIN_DIR/$PIN_STATS"
+		bpftool -j map dump pinned "$SOCKOPS_PIN_DIR/$PIN_CONFIG"
+		bpftool -j cgroup show "$TEST_CG"
+		findmnt -n -o TARGET | sort
+	}
+	before=$(snapshot)
+	"$TOP/status.sh" >/dev/null
+	"$TOP/status.sh" --json >/dev/null
+	[[ $(snapshot) == "$before" ]]
+}
