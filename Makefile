@@ -56,17 +56,17 @@ tools/%: tools/%.c tools/util.h bpf_sockops.h
 	$(Q)$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
 
 check: $(BPF_OBJS)
-	./check.sh
+	$(Q)./check.sh
 
 # Each job first installs what it needs (deps-*), then builds.
 test: deps-test all
-	bats --timing tests
+	$(Q)bats --timing tests
 
 demo: deps-demo all
-	./demo.sh
+	$(Q)./demo.sh
 
 bench: deps-bench all
-	./bench/bench.sh $(if $(QUICK),--quick)
+	$(Q)./bench/bench.sh $(if $(QUICK),--quick)
 
 deps: deps-all
 
