@@ -40,7 +40,9 @@ assert_redirected() {
 	got=$(iperf_client -c 127.0.0.1 -p "$PORT" -t 2 -l 64k)
 	lo_capture_stop
 	sent=$(jq '.end.sum_sent.bytes' "$TMP/iperf.json")
-	((got == sent))
+	# iperf3's receiver stops counting when the test ends, with data still
+	# queued (see Limits in README); tools/xfer checks every byte.
+	((got > 0 && got <= sent))
 	assert_redirected "$sent"
 	(($(counter sockets_inserted) == 4))
 	(($(counter msgs_passed) == 0))
@@ -53,7 +55,9 @@ assert_redirected() {
 	got=$(iperf_client -c 127.0.0.1 -p "$PORT" -t 2 -l 64k)
 	lo_capture_stop
 	sent=$(jq '.end.sum_sent.bytes' "$TMP/iperf.json")
-	((got == sent))
+	# iperf3's receiver stops counting when the test ends, with data still
+	# queued (see Limits in README); tools/xfer checks every byte.
+	((got > 0 && got <= sent))
 	assert_redirected "$sent"
 }
 
@@ -64,7 +68,9 @@ assert_redirected() {
 	got=$(iperf_client -c ::1 -p "$PORT" -t 2 -l 64k)
 	lo_capture_stop
 	sent=$(jq '.end.sum_sent.bytes' "$TMP/iperf.json")
-	((got == sent))
+	# iperf3's receiver stops counting when the test ends, with data still
+	# queued (see Limits in README); tools/xfer checks every byte.
+	((got > 0 && got <= sent))
 	assert_redirected "$sent"
 }
 

@@ -103,5 +103,5 @@ transfer() {
 	before=$(snapshot)
 	"$TOP/status.sh" >/dev/null
 	"$TOP/status.sh" --json >/dev/null
-	[[ $(snapshot) == "$before" ]]
+	diff <(echo "$before") <(snapshot)
 }
