@@ -23,6 +23,19 @@ struct {
 	__type(value, __u64);	/* the socket; user space reads its cookie */
 } sock_ops_map SEC(".maps");
 
+/*
+ * Each socket in the sockhash keeps its peer's key beside it, in socket
+ * local storage, computed once at ESTABLISHED: bpf_redir then does no key
+ * arithmetic and no context reads on the send path.  The kernel frees the
+ * storage with the socket.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sock_key);
+} peer_keys SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);

@@ -11,6 +11,7 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include <asm/socket.h>		/* SOL_SOCKET, SO_RCVLOWAT: per-arch values */
 #include "bpf_sockops.h"
 #include "bpf_maps.h"
 
@@ -61,8 +62,30 @@ static __always_inline int sockops_key(struct bpf_sock_ops *skops,
 	 * one bpf_ntohl() gives the port in host order on any host.
 	 */
 	key->remote_port = bpf_ntohl(CTX_READ(skops->remote_port));
+	/*
+	 * At ESTABLISHED our SYN is acked and the peer's is received, so
+	 * snd_una and rcv_nxt are the two initial sequence numbers + 1, the
+	 * same pair, mirrored, on both ends.  (With TCP Fast Open the server
+	 * is established before its SYN-ACK is acked: its keys do not match,
+	 * and that connection simply stays on TCP.)
+	 */
+	key->local_seq = CTX_READ(skops->snd_una);
+	key->remote_seq = CTX_READ(skops->rcv_nxt);
 	key->netns = bpf_get_netns_cookie(skops);
 	return 0;
+}
+
+/* The peer's key is ours with local and remote swapped. */
+static __always_inline void mirror_key(const struct sock_key *key,
+				       struct sock_key *peer)
+{
+	peer->netns = key->netns;
+	__builtin_memcpy(peer->local_ip, key->remote_ip, sizeof(peer->local_ip));
+	__builtin_memcpy(peer->remote_ip, key->local_ip, sizeof(peer->remote_ip));
+	peer->local_port = key->remote_port;
+	peer->remote_port = key->local_port;
+	peer->local_seq = key->remote_seq;
+	peer->remote_seq = key->local_seq;
 }
 
 /* True for an IPv4 connection, including one on a v4-mapped AF_INET6 socket. */
@@ -88,30 +111,71 @@ static __always_inline void trace_established(__u32 op, const struct sock_key *k
 			   op, key->local_port, key->remote_port);
 }
 
+static __always_inline void count_insert(long err)
+{
+	__u32 zero = STATS_KEY;
+	struct bypass_stats *st = bpf_map_lookup_elem(&stats, &zero);
+
+	if (!st)
+		return;
+	if (err)
+		st->insert_failed++;
+	else
+		st->sockets_inserted++;
+}
+
 static __always_inline void sockops_insert(struct bpf_sock_ops *skops, __u32 op)
 {
+	struct bpf_sock *sk = CTX_READ(skops->sk);
 	struct sock_key key = {};
-	struct bypass_stats *st;
-	__u32 zero = STATS_KEY;
+	struct sock_key *peer;
 	long err;
 
-	if (sockops_key(skops, &key))
+	if (!sk || sockops_key(skops, &key))
 		return;
+	peer = bpf_sk_storage_get(&peer_keys, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!peer) {
+		count_insert(-1);
+		return;
+	}
+	mirror_key(&key, peer);
 	/*
-	 * BPF_NOEXIST: a key already present belongs to another live socket
-	 * (it cannot be ours: we insert once, when we become established).
+	 * BPF_NOEXIST: never replace another socket's entry.  Replacing (or
+	 * deleting) an entry frees the unread data queued on that socket.
+	 * With the sequence numbers in the key, a clash is not expected.
 	 */
 	err = bpf_sock_hash_update(skops, &sock_ops_map, &key, BPF_NOEXIST);
-
-	st = bpf_map_lookup_elem(&stats, &zero);
-	if (st) {
-		if (err)
-			st->insert_failed++;
-		else
-			st->sockets_inserted++;
-	}
+	if (err)
+		bpf_sk_storage_delete(&peer_keys, sk);
+	count_insert(err);
 	if (!err)
 		trace_established(op, &key);
+}
+
+/*
+ * True if the socket has a receive low-water mark (SO_RCVLOWAT > 1).
+ *
+ * The bypass cannot honour one.  TCP wakes a reader, and poll() reports
+ * POLLIN, only once that many bytes are queued (tcp_recvmsg() waits for
+ * sock_rcvlowat(); tcp_poll() asks tcp_stream_is_readable()).  A socket in
+ * the sockhash reads with tcp_bpf_recvmsg(), which returns as soon as one
+ * message is queued, and its sock_is_readable hook, sk_msg_is_readable(),
+ * calls any queued message readable.  So such a socket is left on TCP.
+ *
+ * Only a mark the socket has when it becomes established is seen here: one
+ * set before connect(), or inherited from the listener by an accepted
+ * socket.  sock_ops has no callback for a later setsockopt().  Reading
+ * SO_RCVLOWAT from sock_ops needs Linux 6.1 (bpf_getsockopt() on SOL_SOCKET
+ * became sk_getsockopt()); older kernels return an error and we go on as if
+ * no mark were set.
+ */
+static __always_inline int has_rcvlowat(struct bpf_sock_ops *skops)
+{
+	int lowat = 1;
+
+	if (bpf_getsockopt(skops, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat)))
+		return 0;
+	return lowat > 1;
 }
 
 SEC("sockops")
@@ -122,7 +186,8 @@ int bpf_sockmap(struct bpf_sock_ops *skops)
 	switch (op) {
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
-		sockops_insert(skops, op);
+		if (!has_rcvlowat(skops))
+			sockops_insert(skops, op);
 		break;
 	default:
 		break;

@@ -23,8 +23,11 @@
  * The sockhash key: one connection seen from one end.
  *
  * A socket is stored under (its netns, its local address:port, its remote
- * address:port).  To find the peer of a sending socket, bpf_redir swaps local
- * and remote: the peer's local end is our remote end.
+ * address:port, the two initial sequence numbers).  Its peer's key is the
+ * mirror: local and remote swapped.  bpf_sockops computes both when the
+ * socket becomes established, stores the socket under its own key and keeps
+ * the peer's key in the socket's local storage, so that bpf_redir, which runs
+ * on every send, only fetches it.
  *
  * - netns: bpf_get_netns_cookie() of the socket's network namespace.  The
  *   four-tuple alone is not unique on a host: every namespace has its own
@@ -35,8 +38,13 @@
  *   (::ffff:a.b.c.d), so an AF_INET client and the AF_INET6 socket accepted
  *   by a dual-stack listener ("iperf3 -s" listens on ::) build the same key.
  * - local_port / remote_port: host byte order.  The context gives local_port
- *   in host order already and remote_port in network order; the programs
- *   convert remote_port once, when they build the key.
+ *   in host order already and remote_port in network order.
+ * - local_seq / remote_seq: our and the peer's initial sequence number + 1
+ *   (snd_una and rcv_nxt at ESTABLISHED), host byte order.  They tell apart
+ *   two connections with the same four-tuple: a socket stays in the map
+ *   until its owner closes it, even after both FINs, and a new connection
+ *   may reuse the tuple meanwhile.  Without them, the new client would send
+ *   into the old, half-dead server socket.
  *
  * The layout has no holes, so no padding byte can make two equal keys differ.
  */
@@ -46,6 +54,8 @@ struct sock_key {
 	__u32 remote_ip[4];
 	__u32 local_port;
 	__u32 remote_port;
+	__u32 local_seq;
+	__u32 remote_seq;
 };
 
 /*

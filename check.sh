@@ -19,10 +19,8 @@ cleanup() { rm -f "$tmp"/*; rmdir "$tmp"; }
 trap cleanup EXIT
 
 bpftool prog load "$OBJ_DIR/bpf_sockops.o" "$tmp/$PIN_SOCKOPS" pinmaps "$tmp"
-bpftool prog load "$OBJ_DIR/bpf_redir.o" "$tmp/$PIN_REDIR" \
-	map name "$PIN_MAP" pinned "$tmp/$PIN_MAP" \
-	map name "$PIN_STATS" pinned "$tmp/$PIN_STATS" \
-	map name "$PIN_CONFIG" pinned "$tmp/$PIN_CONFIG"
+mapfile -t reuse < <(reuse_map_args "$tmp")
+bpftool prog load "$OBJ_DIR/bpf_redir.o" "$tmp/$PIN_REDIR" "${reuse[@]}"
 for p in "$PIN_SOCKOPS" "$PIN_REDIR"; do
 	bpftool -j prog show pinned "$tmp/$p" |
 		jq -r '"verifier: ok  \(.name) (\(.type)): \(.bytes_xlated) bytes xlated, \(.bytes_jited) jited, maps \(.map_ids)"'

@@ -12,8 +12,12 @@ readonly TOP_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 readonly PIN_MAP=sock_ops_map
 readonly PIN_STATS=stats
 readonly PIN_CONFIG=config
+readonly PIN_PEERS=peer_keys
 readonly PIN_SOCKOPS=bpf_sockmap
 readonly PIN_REDIR=bpf_redir
+# Every map of bpf_maps.h: bpf_sockops.o creates and pins them all, and
+# bpf_redir.o must reuse each one, or libbpf would create a second copy.
+readonly PIN_MAPS=("$PIN_MAP" "$PIN_PEERS" "$PIN_STATS" "$PIN_CONFIG")
 
 die()  { echo "${0##*/}: error: $*" >&2; exit 1; }
 warn() { echo "${0##*/}: warning: $*" >&2; }
@@ -92,6 +96,16 @@ pin_dir() {
 
 	[[ -n $dir ]] || dir=$(bpffs_dir)/sockops
 	echo "$dir"
+}
+
+# reuse_map_args DIR: bpftool's "map name M pinned DIR/M" for every map, one
+# word a line, so that bpf_redir.o is loaded onto the maps pinned in DIR.
+reuse_map_args() {
+	local m
+
+	for m in "${PIN_MAPS[@]}"; do
+		printf '%s\n' map name "$m" pinned "$1/$m"
+	done
 }
 
 # prog_id PINNED_PATH: the ID of a pinned program, or nothing.

@@ -34,6 +34,9 @@ Load the sockops bypass and attach it to a cgroup v2.
 EOF
 }
 
+# For need_root's message, before the loop below consumes them.
+readonly ARGS=("$@")
+
 cgroup=
 pin=
 trace=1
@@ -50,7 +53,7 @@ while (($#)); do
 	shift
 done
 
-need_root
+need_root "${ARGS[@]}"
 need_tools bpftool jq findmnt
 for obj in "$SOCKOPS_OBJ" "$REDIR_OBJ"; do
 	[[ -f $obj ]] || die "$obj not found: build it first with 'make'"
@@ -61,7 +64,19 @@ cgroup=${cgroup:-$cgroot}
 [[ -d $cgroup && $(stat -f -c %T "$cgroup") == cgroup2fs ]] ||
 	die "--cgroup $cgroup is not a cgroup v2 directory (cgroup v2 is mounted on $cgroot)"
 cgroup=$(realpath "$cgroup")
+# Mount bpffs on /sys/fs/bpf if none is mounted, even when --pin-dir names
+# the directory: pins can only live on a bpffs.
+bpffs=$(bpffs_dir)
 pin=$(pin_dir "$pin")
+# Refuse a pin directory off bpffs before creating anything: mkdir would
+# fail with a bare "Operation not permitted" on sysfs, or succeed on a
+# normal filesystem where bpftool cannot pin.
+top=$pin
+while [[ ! -e $top ]]; do
+	top=$(dirname "$top")
+done
+[[ $(stat -f -c %T "$top") == bpf_fs ]] ||
+	die "pin directory $pin is not on a bpffs (bpffs is mounted on $bpffs)"
 
 # Already loaded?  Done if attached where asked; refuse if attached
 # elsewhere; clear a half-done load left by a crash.
@@ -113,16 +128,12 @@ run() {
 
 mkdir -p "$pin"
 trap rollback EXIT
-step="use $pin as pin directory"
-[[ $(stat -f -c %T "$pin") == bpf_fs ]] || die "pin directory $pin is not on a bpffs"
 
 run "load $SOCKOPS_OBJ" \
 	bpftool prog load "$SOCKOPS_OBJ" "$pin/$PIN_SOCKOPS" pinmaps "$pin"
+mapfile -t reuse < <(reuse_map_args "$pin")
 run "load $REDIR_OBJ" \
-	bpftool prog load "$REDIR_OBJ" "$pin/$PIN_REDIR" \
-		map name "$PIN_MAP" pinned "$pin/$PIN_MAP" \
-		map name "$PIN_STATS" pinned "$pin/$PIN_STATS" \
-		map name "$PIN_CONFIG" pinned "$pin/$PIN_CONFIG"
+	bpftool prog load "$REDIR_OBJ" "$pin/$PIN_REDIR" "${reuse[@]}"
 # struct bypass_config { __u32 trace; }: four bytes in host byte order.
 run "set trace=$trace in $pin/$PIN_CONFIG" \
 	bpftool map update pinned "$pin/$PIN_CONFIG" \

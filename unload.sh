@@ -61,7 +61,7 @@ fi
 
 # 2, 1. the pins, then the directory.  bpftool's pinmaps also pinned the
 # read-only data map that holds bpf_printk's format strings (*_rodata).
-rm -f "$pin/$PIN_REDIR" "$pin/$PIN_SOCKOPS" "$pin/$PIN_MAP" \
-	"$pin/$PIN_STATS" "$pin/$PIN_CONFIG" "$pin"/*_rodata
+rm -f "$pin/$PIN_REDIR" "$pin/$PIN_SOCKOPS" "${PIN_MAPS[@]/#/$pin/}" \
+	"$pin"/*_rodata
 rmdir "$pin" 2>/dev/null || warn "$pin is not empty; left in place"
 info "unloaded $pin"

@@ -164,3 +164,43 @@ netns_add() {
 	NETNS+=("$1")
 	ip -n "$1" link set lo up
 }
+
+# in_cgroup CG CMD...: run CMD inside cgroup CG (in_cg is the test cgroup).
+in_cgroup() {
+	local cg=$1
+
+	shift
+	(echo "$BASHPID" > "$cg/cgroup.procs" && exec "$@")
+}
+
+# xfer_start NAME CG NS recv|send PORT ARGS...: start tools/xfer in the
+# background, in cgroup CG and network namespace NS ("" for this one), with
+# its output in $TMP/NAME.out and its PID in XPID[NAME] (and PIDS, for
+# teardown).  A receiver listens when this returns.
+xfer_start() {
+	local name=$1 cg=$2 ns=$3 mode=$4 port=$5 cmd
+
+	shift 5
+	declare -p XPID >/dev/null 2>&1 || declare -gA XPID=()
+	cmd=("$TOP/tools/xfer" "$mode" -p "$port" "$@")
+	[[ -z $ns ]] || cmd=(ip netns exec "$ns" "${cmd[@]}")
+	in_cgroup "$cg" "${cmd[@]}" >"$TMP/$name.out" 2>&1 &
+	PIDS+=($!)
+	XPID[$name]=$!
+	[[ $mode == send ]] || wait_port "$port" "$ns"
+}
+
+# xfer_finish NAME...: wait for each xfer that xfer_start started; fail
+# unless each exited 0 and reports all its connections intact.
+xfer_finish() {
+	local name rc bad=0
+
+	for name in "$@"; do
+		rc=0
+		wait "${XPID[$name]}" || rc=$?
+		echo "$name (exit $rc): $(cat "$TMP/$name.out")"
+		((rc == 0)) || bad=1
+		grep -Eq "conns=([0-9]+) ok=\\1 bad=0 " "$TMP/$name.out" || bad=1
+	done
+	return $bad
+}
