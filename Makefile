@@ -76,3 +76,4 @@ deps-%:
 clean:
 	$(call msg,CLEAN,)
 	$(Q)rm -f $(BPF_OBJS) $(TOOLS) $(OUTPUT)/.bpf-cflags
+	$(Q)rm -rf bench/out

@@ -73,14 +73,19 @@ struct bypass_stats {
 };
 
 /*
- * Read one context field with exactly one load of its own.
+ * Read one context field with one load of its own.
  *
  * Context accesses are rewritten by the verifier into loads from the kernel's
  * real structures, so each must be a plain load at a constant offset from the
- * context pointer.  clang 14 merges loads of the same shape from two branches
- * (say local_ip4 and local_ip6[3]) into one load through a computed pointer,
- * which the verifier rejects: "dereference of modified ctx ptr".  A volatile
- * load cannot be merged or moved, so every field is read with CTX_READ().
+ * context pointer.  clang 14 likes to merge loads of the same shape from two
+ * branches (say local_ip4 and local_ip6[3]) into one load through a computed
+ * pointer, which the verifier rejects: "dereference of modified ctx ptr".
+ * A volatile load may not be dropped, duplicated or moved across the other
+ * volatile loads, and together with the store that follows each read it keeps
+ * every load where it is written.  It is not a guarantee: clang can still
+ * sink two identical volatile loads whose values are used the same way.  If
+ * the verifier reports that error after a change, make the two branches'
+ * uses of their loads differ again.
  */
 #define CTX_READ(field) (*(volatile __typeof__(field) *)&(field))
 

@@ -1,0 +1,76 @@
+#!/usr/bin/env bats
+# SPDX-License-Identifier: GPL-2.0
+#
+# The benchmark's harness, tools/sockbench, on the bypass: what bench.sh
+# relies on.  Its figures are only comparable if every run through the bypass
+# really was redirected and every byte arrived intact, so these tests check
+# the bytes it reports against the bypass's counters and the sockhash.
+# No timing is asserted.  (The whole benchmark runs as "make bench QUICK=1".)
+
+load helpers
+
+SOCKBENCH=$TOP/tools/sockbench
+
+# sockbench ARGS...: one run in the test cgroup; its JSON goes to
+# $TMP/run.json and the test fails if it reports an error (a byte that
+# differs from the pattern, a short stream, a failed call).  Port 0: the
+# kernel picks a free one, so no other job's socket can be in the way.
+sockbench() {
+	in_cg "$SOCKBENCH" "$@" -p 0 >"$TMP/run.json"
+	cat "$TMP/run.json"
+}
+
+field() {
+	jq -r ".$1" "$TMP/run.json"
+}
+
+@test "stream through the bypass: every byte checked, every byte redirected" {
+	[[ -x $SOCKBENCH ]] || skip "tools/sockbench is not built; run make"
+	load_bypass --quiet
+	sockbench stream -s 1024 -t 0.3
+	bytes=$(field bytes)
+	echo "bytes=$bytes redirected=$(counter bytes_redirected) passed=$(counter bytes_passed)"
+	((bytes > 0))
+	(($(counter bytes_redirected) == bytes))
+	(($(counter bytes_passed) == 0))
+	# One send() is one sk_msg run: the harness counts what the kernel sees.
+	(($(counter msgs_redirected) == $(field writes)))
+}
+
+@test "ping-pong through the bypass: both directions redirected, replies checked" {
+	[[ -x $SOCKBENCH ]] || skip "tools/sockbench is not built; run make"
+	load_bypass --quiet
+	sockbench pingpong -s 64 -t 0.3
+	trips=$(field round_trips)
+	((trips > 0))
+	# Requests and echoes: 64 bytes each way per round trip.
+	(($(field bytes) == trips * 2 * 64))
+	(($(counter bytes_redirected) == $(field bytes)))
+	(($(counter msgs_redirected) == trips * 2))
+	(($(counter bytes_passed) == 0))
+}
+
+@test "connection setup with sock_ops: both ends inserted, all gone after close" {
+	[[ -x $SOCKBENCH ]] || skip "tools/sockbench is not built; run make"
+	load_bypass --quiet
+	sockbench connect -t 0.3
+	conns=$(field conns)
+	((conns > 0))
+	(($(counter sockets_inserted) == 2 * conns))
+	(($(counter insert_failed) == 0))
+	# Closed sockets leave the sockhash (sock_map_close unlinks them).
+	(($(map_entries) == 0))
+}
+
+@test "Unix and plain TCP runs of the harness never touch the bypass" {
+	[[ -x $SOCKBENCH ]] || skip "tools/sockbench is not built; run make"
+	load_bypass --quiet
+	# In our cgroup, but not TCP: the sock_ops program never sees it.
+	sockbench stream -u -s 4096 -t 0.2
+	(($(field bytes) > 0))
+	# TCP, but outside the cgroup: this shell's cgroup has no bypass.
+	"$SOCKBENCH" stream -s 4096 -t 0.2 -p 0 >"$TMP/run.json"
+	(($(field bytes) > 0))
+	(($(counter sockets_inserted) == 0))
+	(($(counter msgs_redirected) == 0))
+}
