@@ -50,4 +50,12 @@ struct {
 	__type(value, struct bypass_config);
 } config SEC(".maps");
 
+/* This CPU's counters: one lookup, then plain increments (no atomics). */
+static __always_inline struct bypass_stats *stats_this_cpu(void)
+{
+	__u32 zero = STATS_KEY;
+
+	return bpf_map_lookup_elem(&stats, &zero);
+}
+
 #endif /* __BPF_MAPS_H */

@@ -18,8 +18,7 @@
 
 static __always_inline void count_msg(long verdict, __u32 size)
 {
-	__u32 zero = STATS_KEY;
-	struct bypass_stats *st = bpf_map_lookup_elem(&stats, &zero);
+	struct bypass_stats *st = stats_this_cpu();
 
 	if (!st)
 		return;

@@ -113,8 +113,7 @@ static __always_inline void trace_established(__u32 op, const struct sock_key *k
 
 static __always_inline void count_insert(long err)
 {
-	__u32 zero = STATS_KEY;
-	struct bypass_stats *st = bpf_map_lookup_elem(&stats, &zero);
+	struct bypass_stats *st = stats_this_cpu();
 
 	if (!st)
 		return;
@@ -186,8 +185,14 @@ int bpf_sockmap(struct bpf_sock_ops *skops)
 	switch (op) {
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
-		if (!has_rcvlowat(skops))
-			sockops_insert(skops, op);
+		if (has_rcvlowat(skops)) {
+			struct bypass_stats *st = stats_this_cpu();
+
+			if (st)
+				st->sockets_skipped++;
+			break;
+		}
+		sockops_insert(skops, op);
 		break;
 	default:
 		break;

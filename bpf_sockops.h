@@ -66,6 +66,7 @@ struct sock_key {
 struct bypass_stats {
 	__u64 sockets_inserted;	/* established sockets put in the sockhash */
 	__u64 insert_failed;	/* bpf_sock_hash_update() failed, e.g. map full */
+	__u64 sockets_skipped;	/* left on TCP on purpose (SO_RCVLOWAT set) */
 	__u64 msgs_redirected;	/* sendmsg calls redirected to a peer socket */
 	__u64 bytes_redirected;	/* bytes in those messages */
 	__u64 msgs_passed;	/* no peer in the map: sent by plain TCP */
