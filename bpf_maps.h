@@ -33,7 +33,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
-	__type(value, struct sock_key);
+	__type(value, struct peer_info);
 } peer_keys SEC(".maps");
 
 struct {

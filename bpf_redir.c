@@ -36,7 +36,7 @@ int bpf_redir(struct sk_msg_md *msg)
 {
 	struct bpf_sock *sk = CTX_READ(msg->sk);
 	__u32 size = CTX_READ(msg->size);
-	struct sock_key *peer;
+	struct peer_info *peer;
 	long verdict = SK_DROP;
 
 	peer = bpf_sk_storage_get(&peer_keys, sk, 0, 0);
@@ -48,8 +48,17 @@ int bpf_redir(struct sk_msg_md *msg)
 	 * cgroup, or on another host) must simply use TCP.  So we always
 	 * return SK_PASS.
 	 */
-	if (peer)
-		verdict = bpf_msg_redirect_hash(msg, &sock_ops_map, peer, BPF_F_INGRESS);
+	if (peer && !peer->use_tcp) {
+		verdict = bpf_msg_redirect_hash(msg, &sock_ops_map, &peer->key,
+						BPF_F_INGRESS);
+		/*
+		 * Once a send went by TCP, so do all later ones: see struct
+		 * peer_info.  The program runs under the sender's socket lock,
+		 * so this plain store races with nothing.
+		 */
+		if (verdict != SK_PASS)
+			peer->use_tcp = 1;
+	}
 	/*
 	 * One verdict per sendmsg(), on purpose.  Two helpers could make
 	 * small writes cheaper, and neither is used:

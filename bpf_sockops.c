@@ -127,7 +127,7 @@ static __always_inline void sockops_insert(struct bpf_sock_ops *skops, __u32 op)
 {
 	struct bpf_sock *sk = CTX_READ(skops->sk);
 	struct sock_key key = {};
-	struct sock_key *peer;
+	struct peer_info *peer;
 	long err;
 
 	if (!sk || sockops_key(skops, &key))
@@ -137,7 +137,8 @@ static __always_inline void sockops_insert(struct bpf_sock_ops *skops, __u32 op)
 		count_insert(-1);
 		return;
 	}
-	mirror_key(&key, peer);
+	mirror_key(&key, &peer->key);
+	peer->use_tcp = 0;
 	/*
 	 * BPF_NOEXIST: never replace another socket's entry.  Replacing (or
 	 * deleting) an entry frees the unread data queued on that socket.

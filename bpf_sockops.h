@@ -59,6 +59,25 @@ struct sock_key {
 };
 
 /*
+ * What each socket in the sockhash keeps in its local storage.
+ *
+ * use_tcp latches a connection onto TCP for good once one of its sends went
+ * by TCP.  That happens when the peer was not in the map yet: on loopback
+ * the server is normally inserted before the client's connect() returns,
+ * but if the listener's lock is held when the final ACK arrives, the server
+ * side is established later, after the client's first bytes already went by
+ * TCP.  Redirecting the next bytes would put them in the peer's psock queue,
+ * which tcp_bpf_recvmsg() reads before the TCP bytes still waiting in
+ * sk_receive_queue: reordered data.  The other way round is safe (the psock
+ * queue is drained first), so the latch only goes one way.
+ */
+struct peer_info {
+	struct sock_key key;	/* the peer's key: ours, mirrored */
+	__u32 use_tcp;		/* a send went by TCP: never redirect again */
+	__u32 pad;		/* no hole at the end */
+};
+
+/*
  * Counters, one struct per CPU in a BPF_MAP_TYPE_PERCPU_ARRAY of one entry.
  * Each program does one lookup per run and plain increments: per-CPU slots
  * need no locks or atomics.  User space sums over CPUs (status.sh).
