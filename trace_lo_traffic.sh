@@ -20,6 +20,6 @@ shift $(($# > 0 ? 1 : 0))
 need_root
 need_tools tcpdump
 
-trap 'exit 0' INT TERM
 # -nn: numeric hosts and ports; -l: line-buffered, so output shows at once.
-tcpdump -i lo -nn -l "$@" "tcp port $port"
+# exec: tcpdump gets Ctrl-C or a TERM itself, and exits 0 after its summary.
+exec tcpdump -i lo -nn -l "$@" "tcp port $port"

@@ -40,14 +40,17 @@ common_teardown() {
 		ip netns del "$ns" 2>/dev/null || true
 	done
 	if [[ -d ${TEST_CG:-} ]]; then
-		# Anything still in the cgroup was started by this test.
-		for pid in $(cat "$TEST_CG/cgroup.procs" 2>/dev/null); do
-			kill -9 "$pid" 2>/dev/null || true
-		done
-		for _ in $(seq 50); do
+		# Anything still in the cgroup was started by this test.  A
+		# killed process leaves the cgroup only once it has exited, so
+		# retry until the cgroup is empty and gone.
+		for _ in $(seq 100); do
+			for pid in $(cat "$TEST_CG/cgroup.procs" 2>/dev/null); do
+				kill -9 "$pid" 2>/dev/null || true
+			done
 			rmdir "$TEST_CG" 2>/dev/null && break
 			sleep 0.1
 		done
+		[[ ! -d $TEST_CG ]] || echo "teardown: could not remove $TEST_CG" >&2
 	fi
 }
 
@@ -63,9 +66,23 @@ unload_bypass() {
 	"$TOP/unload.sh"
 }
 
+# cg_exec CG CMD...: move this shell into cgroup CG and exec CMD.  Only in a
+# subshell or in the background ("cg_exec ... &"): there the forked shell
+# becomes CMD, so $! is CMD's own PID and teardown's kill reaches it.
+cg_exec() {
+	echo "$BASHPID" >"$1/cgroup.procs" || return
+	shift
+	exec "$@"
+}
+
+# in_cgroup CG CMD...: run CMD inside cgroup CG, in the foreground.
+in_cgroup() {
+	(cg_exec "$@")
+}
+
 # in_cg CMD...: run CMD inside this test's cgroup.
 in_cg() {
-	(echo "$BASHPID" > "$TEST_CG/cgroup.procs" && exec "$@")
+	(cg_exec "$TEST_CG" "$@")
 }
 
 # spawn NAME CMD...: start CMD in the background inside the test cgroup, with
@@ -74,8 +91,7 @@ spawn() {
 	local name=$1
 
 	shift
-	# The subshell execs CMD, so $! is CMD's own PID.
-	(echo "$BASHPID" >"$TEST_CG/cgroup.procs" && exec "$@") >"$TMP/$name.out" 2>&1 &
+	cg_exec "$TEST_CG" "$@" >"$TMP/$name.out" 2>&1 &
 	PIDS+=($!)
 	LAST_PID=$!
 }
@@ -165,14 +181,6 @@ netns_add() {
 	ip -n "$1" link set lo up
 }
 
-# in_cgroup CG CMD...: run CMD inside cgroup CG (in_cg is the test cgroup).
-in_cgroup() {
-	local cg=$1
-
-	shift
-	(echo "$BASHPID" > "$cg/cgroup.procs" && exec "$@")
-}
-
 # xfer_start NAME CG NS recv|send PORT ARGS...: start tools/xfer in the
 # background, in cgroup CG and network namespace NS ("" for this one), with
 # its output in $TMP/NAME.out and its PID in XPID[NAME] (and PIDS, for
@@ -184,7 +192,7 @@ xfer_start() {
 	declare -p XPID >/dev/null 2>&1 || declare -gA XPID=()
 	cmd=("$TOP/tools/xfer" "$mode" -p "$port" "$@")
 	[[ -z $ns ]] || cmd=(ip netns exec "$ns" "${cmd[@]}")
-	in_cgroup "$cg" "${cmd[@]}" >"$TMP/$name.out" 2>&1 &
+	cg_exec "$cg" "${cmd[@]}" >"$TMP/$name.out" 2>&1 &
 	PIDS+=($!)
 	XPID[$name]=$!
 	[[ $mode == send ]] || wait_port "$port" "$ns"

@@ -57,9 +57,9 @@ declare -gA PATH_WITH_BYPASS=(
 	[send_after_connect]=none	# no handshake: no path to report
 )
 
-# probes: every probe that "all" runs.
+# probes: every probe that "all" runs (the -M probes need the bypass).
 probes() {
-	"$PROBE" -l | grep -vx delete_queued
+	"$PROBE" -l | grep -vxE 'delete_queued|late_peer'
 }
 
 # field LINE NAME: the value of NAME=... in a probe's line.
@@ -178,6 +178,31 @@ compare() {
 		echo "$mode: $line"
 		[[ $line == "$want" ]]
 	done
+}
+
+@test "a connection whose first bytes went by TCP stays on TCP: no reordering when the peer appears later" {
+	local mode line want
+
+	load_bypass --quiet
+	# The client is in the sockhash, the server is not (SO_RCVLOWAT=2 on
+	# the listener): chunk A goes by TCP and waits unread.  Then the probe
+	# inserts the server, and the client sends chunk B.  B must come
+	# behind A, by TCP: path=tcp, all 2000 bytes counted by TCP_INFO.
+	want='late_peer: queued=1000 inserted=1 order=ok bytes=2000 path=tcp'
+	for mode in -4 -6 -m; do
+		line=$(in_cg "$PROBE" "$mode" -p "$PORT" -P -M "$SOCKOPS_PIN_DIR/$PIN_MAP" late_peer)
+		echo "$mode: $line"
+		[[ $line == "$want" ]]
+	done
+	# Per connection: the client inserted, the server skipped, and the
+	# only two sends (the client's A and B, 1000 bytes each) both passed.
+	echo "inserted=$(counter sockets_inserted) skipped=$(counter sockets_skipped)" \
+	     "redirected=$(counter msgs_redirected) passed=$(counter msgs_passed)/$(counter bytes_passed)"
+	(($(counter sockets_inserted) == 3))
+	(($(counter sockets_skipped) == 3))
+	(($(counter msgs_redirected) == 0))
+	(($(counter msgs_passed) == 2 * 3))
+	(($(counter bytes_passed) == 2000 * 3))
 }
 
 @test "checksummed transfers across half-close and close: 600 connections, both ways, nothing lost" {

@@ -79,7 +79,7 @@ static struct {
 };
 
 /* Page-aligned, as are the receive buffers: see io_buffer(). */
-static unsigned char pattern[PATTERN_LEN] __attribute__((aligned(4096)));
+static unsigned char payload[PATTERN_LEN] __attribute__((aligned(4096)));
 
 /* What the server tells the client over a pipe when it is done. */
 struct server_report {
@@ -118,16 +118,16 @@ static void fill_pattern(void)
 		x ^= x << 13;
 		x ^= x >> 17;
 		x ^= x << 5;
-		pattern[i] = x;
+		payload[i] = x;
 	}
 	for (; i < PATTERN_LEN; i++)
-		pattern[i] = pattern[i - PERIOD];
+		payload[i] = payload[i - PERIOD];
 }
 
 /* The pattern bytes that belong at stream offset @off. */
 static const unsigned char *pattern_at(uint64_t off)
 {
-	return pattern + off % PERIOD;
+	return payload + off % PERIOD;
 }
 
 /* Offset of the first byte of @buf that differs from the pattern, or -1. */

@@ -4,7 +4,7 @@
  * a run with the bypass and a run without it can be compared byte for byte.
  *
  *   sockprobe [-4|-6|-m] [-p PORT] [-P] PROBE... | all
- *   sockprobe -M PINNED_SOCKHASH [-4|-6|-m] [-p PORT] delete_queued
+ *   sockprobe -M PINNED_SOCKHASH [-4|-6|-m] [-p PORT] [-P] delete_queued|late_peer
  *   sockprobe -l
  *
  * Each probe opens its own connection on the loopback, on a listener at PORT:
@@ -29,8 +29,11 @@
  * counts only bytes that came through TCP, so it is 0 after the handshake
  * exactly when both handshake bytes were redirected.
  *
- * delete_queued (not in "all") deletes a socket's entry from the pinned
- * sockhash while bytes wait on it, to show what that does to them.
+ * Two probes need the bypass loaded and its sockhash pinned (-M), so "all"
+ * does not run them: delete_queued deletes a socket's entry while bytes
+ * wait on it, to show what that does to them; late_peer inserts a server
+ * socket after its client's first bytes went by TCP, to show they stay in
+ * order.
  */
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -67,7 +70,7 @@ static char mode = '4';
 static int port = 30000;
 static bool show_path;
 static int listen_lowat;	/* SO_RCVLOWAT on the listener, if not 0 */
-static const char *map_pin;	/* -M: the pinned sockhash, for delete_queued */
+static const char *map_pin;	/* -M: the pinned sockhash */
 
 /* The line being built, the probe's name and whether its data was intact. */
 static char line[2048];
@@ -169,27 +172,6 @@ static void end(void)
 
 /* --- the payload ---------------------------------------------------------- */
 
-/* 8 bytes of splitmix64(seed, block) for each 8-byte block, as tools/xfer. */
-static uint64_t splitmix(uint64_t x)
-{
-	x += 0x9e3779b97f4a7c15ull;
-	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-	return x ^ (x >> 31);
-}
-
-static void pattern(uint32_t seed, uint64_t off, unsigned char *buf, size_t len)
-{
-	uint64_t base = (uint64_t)seed << 40;
-
-	for (size_t i = 0; i < len; ) {
-		uint64_t v = splitmix(base + ((off + i) >> 3));
-		unsigned int b = (off + i) & 7;
-
-		for (; b < 8 && i < len; b++, i++)
-			buf[i] = v >> (8 * b);
-	}
-}
 
 /* One direction of a connection: its pattern seed and how far it got. */
 struct stream {
@@ -1778,36 +1760,91 @@ static long sys_bpf(int cmd, union bpf_attr *attr)
 	return syscall(SYS_bpf, cmd, attr, sizeof(*attr));
 }
 
-/* Delete fd's entry from the pinned sockhash, found by its address part. */
-static int map_delete(int fd)
+/* The pinned sockhash (-M), opened by its path in bpffs. */
+static int map_open(void)
 {
-	struct sock_key want, key, next;
 	union bpf_attr attr = {};
-	bool first = true;
-	int map, ret = -1;
+	int map;
 
+	if (!map_pin)
+		die("%s needs -M PINNED_SOCKHASH", probe_name);
 	attr.pathname = (uintptr_t)map_pin;
 	map = sys_bpf(BPF_OBJ_GET, &attr);
 	if (map < 0)
 		die("%s: open %s", probe_name, map_pin);
+	return map;
+}
+
+/*
+ * Find the key fd is stored under, by its address part: walk the keys
+ * (BPF_MAP_GET_NEXT_KEY with no key gives the first).  0, or -1 with errno
+ * ENOENT when no key matches.
+ */
+static int map_find(int map, int fd, struct sock_key *key)
+{
+	struct sock_key want, next;
+	union bpf_attr attr;
+	bool first = true;
+
 	sock_key_of(fd, &want);
-	errno = ENOENT;
 	for (;;) {
 		memset(&attr, 0, sizeof(attr));
 		attr.map_fd = map;
-		attr.key = first ? 0 : (uintptr_t)&key;
+		attr.key = first ? 0 : (uintptr_t)key;
 		attr.next_key = (uintptr_t)&next;
 		if (sys_bpf(BPF_MAP_GET_NEXT_KEY, &attr))
-			break;
+			return -1;
 		first = false;
-		key = next;
-		if (!same_tuple(&key, &want))
-			continue;
-		memset(&attr, 0, sizeof(attr));
+		*key = next;
+		if (same_tuple(key, &want))
+			return 0;
+	}
+}
+
+/* Delete fd's entry from the pinned sockhash. */
+static int map_delete(int fd)
+{
+	union bpf_attr attr = {};
+	struct sock_key key;
+	int map = map_open(), ret;
+
+	ret = map_find(map, fd, &key);
+	if (!ret) {
 		attr.map_fd = map;
 		attr.key = (uintptr_t)&key;
 		ret = sys_bpf(BPF_MAP_DELETE_ELEM, &attr);
-		break;
+	}
+	close(map);
+	return ret;
+}
+
+/*
+ * Put srv into the pinned sockhash under the key bpf_sockops would have
+ * given it: the mirror of its peer cli's key.  Only cli's entry knows the
+ * initial sequence numbers, so the key is built from it.  The value of a
+ * sockhash update from user space is the socket's file descriptor.
+ */
+static int map_insert_peer(int cli, int srv)
+{
+	struct sock_key ck, key;
+	union bpf_attr attr = {};
+	__u64 value = srv;
+	int map = map_open(), ret;
+
+	ret = map_find(map, cli, &ck);
+	if (!ret) {
+		key.netns = ck.netns;
+		memcpy(key.local_ip, ck.remote_ip, sizeof(key.local_ip));
+		memcpy(key.remote_ip, ck.local_ip, sizeof(key.remote_ip));
+		key.local_port = ck.remote_port;
+		key.remote_port = ck.local_port;
+		key.local_seq = ck.remote_seq;
+		key.remote_seq = ck.local_seq;
+		attr.map_fd = map;
+		attr.key = (uintptr_t)&key;
+		attr.value = (uintptr_t)&value;
+		attr.flags = BPF_NOEXIST;
+		ret = sys_bpf(BPF_MAP_UPDATE_ELEM, &attr);
 	}
 	close(map);
 	return ret;
@@ -1825,8 +1862,6 @@ static void probe_delete_queued(void)
 	struct pair p;
 	struct stream tx = { .seed = 34 }, rx = { .seed = 34 };
 
-	if (!map_pin)
-		die("delete_queued needs -M PINNED_SOCKHASH");
 	pair_open(&p);
 	send_pat(p.cli, &tx, 1000, 0);
 	wait_inq(p.srv, 1000);
@@ -1842,6 +1877,77 @@ static void probe_delete_queued(void)
 	add("later=%s", R(recv_pat(p.srv, &rx, 4096, MSG_DONTWAIT)));
 	add_data();
 	pair_close(&p);
+}
+
+/* --- the sockhash: a peer that appears after the first bytes ------------ */
+
+#define LATE_CHUNK	1000
+
+/* How 2 * LATE_CHUNK received bytes compare with chunk A then chunk B. */
+static const char *late_order(const unsigned char *got, size_t n, uint32_t seed)
+{
+	unsigned char exp[2 * LATE_CHUNK];
+
+	if (n != sizeof(exp))
+		return "SHORT";
+	pattern(seed, 0, exp, sizeof(exp));
+	if (!memcmp(got, exp, sizeof(exp)))
+		return "ok";
+	if (!memcmp(got, exp + LATE_CHUNK, LATE_CHUNK) &&
+	    !memcmp(got + LATE_CHUNK, exp, LATE_CHUNK))
+		return "REORDERED";
+	return "BAD";
+}
+
+/*
+ * The client is in the sockhash, its peer is not yet when chunk A is sent:
+ * A misses and goes by TCP, and waits, unread, in the server's
+ * sk_receive_queue.  Then the server is put in the sockhash (-M, from here)
+ * and the client sends chunk B.  Were B redirected, it would wait in the
+ * server's psock queue, which tcp_bpf_recvmsg() reads first: B before A.
+ * bpf_redir's use_tcp latch sends B by TCP too, behind A.
+ *
+ * The listener's SO_RCVLOWAT of 2, inherited by the accepted socket, makes
+ * bpf_sockops leave the server out of the sockhash (sockets_skipped); the
+ * mark is back to 1 before any byte is read.  The counters see exactly two
+ * client sends, A and B, and no server send.
+ */
+static void probe_late_peer(void)
+{
+	static unsigned char got[2 * LATE_CHUNK];
+	struct stream tx = { .seed = 35 };
+	int lfd, cli, srv, ret;
+	size_t n = 0;
+
+	listen_lowat = 2;
+	lfd = listener();
+	listen_lowat = 0;
+	cli = client();
+	srv = accept(lfd, NULL, NULL);
+	if (srv < 0)
+		die("accept");
+	close(lfd);
+	set_int(srv, SOL_SOCKET, SO_RCVLOWAT, 1);
+	send_pat(cli, &tx, LATE_CHUNK, 0);
+	/* Before srv has a psock, FIONREAD is TCP's own count. */
+	wait_inq(srv, LATE_CHUNK);
+	add("queued=%d", inq(srv));
+	ret = map_insert_peer(cli, srv);
+	add("inserted=%s", ret ? ret_fmt(-1, errno) : "1");
+	send_pat(cli, &tx, LATE_CHUNK, 0);
+	set_rcvtimeo(srv, WAIT_MS);
+	while (n < sizeof(got)) {
+		ssize_t r = recv(srv, got + n, sizeof(got) - n, 0);
+
+		if (r <= 0)
+			break;
+		n += r;
+	}
+	add("order=%s", late_order(got, n, tx.seed));
+	add("bytes=%zu", n);
+	path = path_of(bytes_received(srv), n);
+	close(cli);
+	close(srv);
 }
 
 /* --- main ----------------------------------------------------------------- */
@@ -1897,6 +2003,7 @@ static const struct probe probes[] = {
 	PROBE(peer_exit_unread),
 	PROBE(send_after_connect),
 	{ "delete_queued", probe_delete_queued, true },
+	{ "late_peer", probe_late_peer, true },
 };
 #define N_PROBES (sizeof(probes) / sizeof(probes[0]))
 
@@ -1914,7 +2021,8 @@ static void usage(void)
 		"       sockprobe -l\n"
 		"  -4  127.0.0.1 (default)   -6  ::1   -m  AF_INET client, [::] listener\n"
 		"  -p  listener port (default 30000)   -P  add path=bypass|tcp\n"
-		"  -M  the pinned sockhash, for delete_queued (not in \"all\")\n"
+		"  -M  the pinned sockhash, for delete_queued and late_peer\n"
+		"      (not in \"all\")\n"
 		"  -l  list the probes\n");
 	exit(2);
 }

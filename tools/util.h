@@ -4,6 +4,7 @@
 #define __TOOLS_UTIL_H
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,34 @@ die(const char *fmt, ...)
 		fprintf(stderr, ": %s", strerror(err));
 	fputc('\n', stderr);
 	exit(1);
+}
+
+/*
+ * The test payload: byte i of stream SEED is byte i % 8 of
+ * splitmix64(SEED << 40 + i / 8).  Any offset can be generated on its own, so
+ * a receiver checks each chunk where it lands and a lost, reordered or
+ * foreign byte is caught at its exact offset.
+ */
+static inline uint64_t splitmix(uint64_t x)
+{
+	x += 0x9e3779b97f4a7c15ull;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
+
+static inline void pattern(uint32_t seed, uint64_t off, unsigned char *buf,
+			   size_t len)
+{
+	uint64_t base = (uint64_t)seed << 40;
+
+	for (size_t i = 0; i < len; ) {
+		uint64_t v = splitmix(base + ((off + i) >> 3));
+		unsigned int b = (off + i) & 7;
+
+		for (; b < 8 && i < len; b++, i++)
+			buf[i] = v >> (8 * b);
+	}
 }
 
 #endif /* __TOOLS_UTIL_H */

@@ -60,28 +60,6 @@ static struct opts o = {
 static atomic_int next_conn, n_ok, n_bad;
 static atomic_ullong bytes_in, bytes_out;
 
-/* The pattern: 8 bytes of splitmix64(seed, block) for each 8-byte block. */
-static uint64_t splitmix(uint64_t x)
-{
-	x += 0x9e3779b97f4a7c15ull;
-	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-	return x ^ (x >> 31);
-}
-
-static void pattern(uint32_t seed, uint64_t off, unsigned char *buf, size_t len)
-{
-	uint64_t base = (uint64_t)seed << 40;
-
-	for (size_t i = 0; i < len; ) {
-		uint64_t v = splitmix(base + ((off + i) >> 3));
-		unsigned int b = (off + i) & 7;
-
-		for (; b < 8 && i < len; b++, i++)
-			buf[i] = v >> (8 * b);
-	}
-}
-
 /* One direction of a stream: how far it got and its pattern seed. */
 struct dir {
 	uint32_t seed;
