@@ -77,7 +77,8 @@ capture_start() {
 }
 
 capture_stop() {
-	sleep 0.2
+	# Let the teardown (FIN, FIN, ACK) reach lo too.
+	sleep 1
 	kill "$cap"
 	wait "$cap" 2>/dev/null || true
 }
