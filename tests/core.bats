@@ -16,62 +16,45 @@ iperf_client() {
 	jq '.end.sum_received.bytes' "$TMP/iperf.json"
 }
 
-# assert_redirected SENT: every byte the application sent went through the
-# bypass, and lo saw no data segment, only handshakes and teardowns.
-assert_redirected() {
-	local sent=$1 redirected data
+# iperf_redirected CLIENT_ADDR [SERVER_ARGS...]: the seed's iperf3 run
+# through the bypass.  Every byte the client sent went socket to socket, and
+# lo saw no data segment: only the two connections' (control and data)
+# handshakes and teardowns.
+iperf_redirected() {
+	local addr=$1 got sent redirected data
 
-	redirected=$(counter bytes_redirected)
-	data=$(lo_data_packets)
-	echo "sent=$sent redirected=$redirected lo_packets=$(lo_packets) lo_data=$data"
-	((sent > 0))
-	((redirected >= sent))
-	((data == 0))
-	# Two connections (iperf3's control and data): 3 + 4 packets each at
-	# most, with some ACKs of FINs coalesced.
-	(($(lo_packets) <= 14))
-	(($(lo_syn_packets) == 4))
-}
-
-@test "v4 client to dual-stack iperf3 server is redirected: lo sees only handshakes, bytes arrive" {
+	shift
 	load_bypass
-	iperf_server "$PORT"		# listens on ::, as plain iperf3 -s does
+	iperf_server "$PORT" "$@"
 	lo_capture_start "$PORT"
-	got=$(iperf_client -c 127.0.0.1 -p "$PORT" -t 2 -l 64k)
+	got=$(iperf_client -c "$addr" -p "$PORT" -t 2 -l 64k)
 	lo_capture_stop
 	sent=$(jq '.end.sum_sent.bytes' "$TMP/iperf.json")
+	redirected=$(counter bytes_redirected)
+	data=$(lo_data_packets)
+	echo "sent=$sent got=$got redirected=$redirected lo_packets=$(lo_packets) lo_data=$data"
 	# iperf3's receiver stops counting when the test ends, with data still
 	# queued (see Limits in README); tools/xfer checks every byte.
 	((got > 0 && got <= sent))
-	assert_redirected "$sent"
+	((redirected >= sent))
+	((data == 0))
+	# 3 + 4 packets per connection at most, some ACKs of FINs coalesced.
+	(($(lo_packets) <= 14))
+	(($(lo_syn_packets) == 4))
 	(($(counter sockets_inserted) == 4))
 	(($(counter msgs_passed) == 0))
 }
 
+@test "v4 client to dual-stack iperf3 server is redirected: lo sees only handshakes, bytes arrive" {
+	iperf_redirected 127.0.0.1		# the server listens on ::, as iperf3 -s does
+}
+
 @test "v4 client to AF_INET-only server is redirected" {
-	load_bypass
-	iperf_server "$PORT" -B 127.0.0.1
-	lo_capture_start "$PORT"
-	got=$(iperf_client -c 127.0.0.1 -p "$PORT" -t 2 -l 64k)
-	lo_capture_stop
-	sent=$(jq '.end.sum_sent.bytes' "$TMP/iperf.json")
-	# iperf3's receiver stops counting when the test ends, with data still
-	# queued (see Limits in README); tools/xfer checks every byte.
-	((got > 0 && got <= sent))
-	assert_redirected "$sent"
+	iperf_redirected 127.0.0.1 -B 127.0.0.1
 }
 
 @test "::1 client to IPv6 server is redirected" {
-	load_bypass
-	iperf_server "$PORT" -B ::1
-	lo_capture_start "$PORT"
-	got=$(iperf_client -c ::1 -p "$PORT" -t 2 -l 64k)
-	lo_capture_stop
-	sent=$(jq '.end.sum_sent.bytes' "$TMP/iperf.json")
-	# iperf3's receiver stops counting when the test ends, with data still
-	# queued (see Limits in README); tools/xfer checks every byte.
-	((got > 0 && got <= sent))
-	assert_redirected "$sent"
+	iperf_redirected ::1 -B ::1
 }
 
 @test "a 1 GB checksummed transfer through the bypass arrives identical, both ways" {

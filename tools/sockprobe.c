@@ -1313,28 +1313,6 @@ static void probe_rcvlowat_listener(void)
 
 /* --- probes: senders ------------------------------------------------------ */
 
-/* 4 MiB written at once, read in odd small pieces. */
-static void probe_bulk(void)
-{
-	struct pair p;
-	struct sender s = { .st = { .seed = 16 }, .len = 4 * MiB, .chunk = 4 * MiB,
-			    .after = AFTER_CLOSE };
-	struct stream rx = { .seed = 16 };
-	const char *last;
-	uint64_t n;
-
-	pair_open(&p);
-	s.fd = p.cli;
-	sender_start(&s);
-	n = drain(p.srv, &rx, odd_pieces, &last);
-	sender_join(&s);
-	p.cli = -1;
-	add("bytes=%llu", (unsigned long long)n);
-	add_data();
-	add("end=%s", last);
-	pair_close(&p);
-}
-
 /* sendmsg() and writev() with several iovecs, read by recvmsg() into several. */
 static void probe_iovec(void)
 {
@@ -1380,11 +1358,16 @@ static void probe_iovec(void)
 	pair_close(&p);
 }
 
-static void sender_probe(enum sender_kind kind, uint32_t seed)
+/*
+ * LEN bytes from a sender thread of the given kind, CHUNK bytes a call
+ * (0: its default), read in odd small pieces.
+ */
+static void sender_probe(enum sender_kind kind, uint32_t seed, size_t len,
+			 size_t chunk)
 {
 	struct pair p;
-	struct sender s = { .st = { .seed = seed }, .len = 1 * MiB, .kind = kind,
-			    .after = AFTER_CLOSE };
+	struct sender s = { .st = { .seed = seed }, .len = len, .chunk = chunk,
+			    .kind = kind, .after = AFTER_CLOSE };
 	struct stream rx = { .seed = seed };
 	const char *last;
 	uint64_t n;
@@ -1401,14 +1384,20 @@ static void sender_probe(enum sender_kind kind, uint32_t seed)
 	pair_close(&p);
 }
 
+/* 4 MiB written at once, read in odd small pieces. */
+static void probe_bulk(void)
+{
+	sender_probe(SEND_PLAIN, 16, 4 * MiB, 4 * MiB);
+}
+
 static void probe_sendfile(void)
 {
-	sender_probe(SEND_SENDFILE, 18);
+	sender_probe(SEND_SENDFILE, 18, 1 * MiB, 0);
 }
 
 static void probe_splice_send(void)
 {
-	sender_probe(SEND_SPLICE, 19);
+	sender_probe(SEND_SPLICE, 19, 1 * MiB, 0);
 }
 
 /* splice() from the socket into a pipe, as proxies do. */
