@@ -5,8 +5,10 @@
  * A sock_ops program attached to a cgroup runs at points of a TCP socket's
  * life.  When a connection becomes established, on the connecting side
  * (ACTIVE_ESTABLISHED) and on the accepting side (PASSIVE_ESTABLISHED), we
- * store the socket under its own key.  bpf_redir then finds a sender's peer
- * by the mirrored key.
+ * store the socket in the sockhash under its own key, and its peer's key
+ * (ours, mirrored) in the socket's local storage, where bpf_redir finds it
+ * on every send.  Sockets the bypass cannot serve like TCP (SO_RCVLOWAT set)
+ * are left out.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
