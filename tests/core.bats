@@ -57,6 +57,25 @@ iperf_redirected() {
 	iperf_redirected ::1 -B ::1
 }
 
+@test "trace_lo_traffic.sh shows only the handshakes and teardowns of a bypassed connection" {
+	load_bypass
+	iperf_server "$PORT" -B 127.0.0.1
+	spawn lo-trace "$TOP/trace_lo_traffic.sh" "$PORT"
+	for _ in $(seq 100); do
+		grep -q "listening on lo" "$TMP/lo-trace.out" && break
+		sleep 0.05
+	done
+	iperf_client -c 127.0.0.1 -p "$PORT" -t 1 -l 64k >/dev/null
+	sleep 1
+	kill "$LAST_PID"
+	wait "$LAST_PID"	# exits 0 on TERM, as on Ctrl-C
+	cat "$TMP/lo-trace.out"
+	(($(grep -c "IP 127.0.0.1" "$TMP/lo-trace.out") >= 10))
+	(($(grep -c "Flags \[S\]" "$TMP/lo-trace.out") == 2))
+	(($(grep -c "Flags \[F\.\]" "$TMP/lo-trace.out") == 4))
+	! grep "IP 127.0.0.1" "$TMP/lo-trace.out" | grep -vq "length 0$"
+}
+
 @test "a 1 GB checksummed transfer through the bypass arrives identical, both ways" {
 	load_bypass
 	spawn xfer-recv "$TOP/tools/xfer" recv -b :: -p "$PORT"
