@@ -15,7 +15,7 @@
 #include <bpf/bpf_helpers.h>
 #include "bpf_sockops.h"
 
-/* Established sockets, keyed by (netns, local end, remote end). */
+/* Established sockets, each under its own struct sock_key (bpf_sockops.h). */
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);
 	__uint(max_entries, MAX_ENTRIES);
