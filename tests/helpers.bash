@@ -10,8 +10,9 @@ TOP=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
 source "$TOP/common.sh"
 
 # Ports are spread per test file so that a leftover socket in TIME_WAIT from
-# one test never meets the next.
-BASE_PORT=${BASE_PORT:-20000}
+# one test never meets the next.  SOCKOPS_TEST_PORT_OFFSET shifts them all,
+# so that two copies of the suite can run side by side on one host.
+BASE_PORT=$(( ${BASE_PORT:-20000} + ${SOCKOPS_TEST_PORT_OFFSET:-0} ))
 
 common_setup() {
 	[[ $EUID -eq 0 ]] || skip "needs root"
