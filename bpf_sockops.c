@@ -77,19 +77,6 @@ static __always_inline int sockops_key(struct bpf_sock_ops *skops,
 	return 0;
 }
 
-/* The peer's key is ours with local and remote swapped. */
-static __always_inline void mirror_key(const struct sock_key *key,
-				       struct sock_key *peer)
-{
-	peer->netns = key->netns;
-	__builtin_memcpy(peer->local_ip, key->remote_ip, sizeof(peer->local_ip));
-	__builtin_memcpy(peer->remote_ip, key->local_ip, sizeof(peer->remote_ip));
-	peer->local_port = key->remote_port;
-	peer->remote_port = key->local_port;
-	peer->local_seq = key->remote_seq;
-	peer->remote_seq = key->local_seq;
-}
-
 /* True for an IPv4 connection, including one on a v4-mapped AF_INET6 socket. */
 static __always_inline int key_is_v4(const struct sock_key *key)
 {
@@ -140,18 +127,45 @@ static __always_inline void sockops_insert(struct bpf_sock_ops *skops, __u32 op)
 		return;
 	}
 	mirror_key(&key, &peer->key);
-	peer->use_tcp = 0;
+	peer->use_tcp = LATCH_NONE;
 	/*
 	 * BPF_NOEXIST: never replace another socket's entry.  Replacing (or
 	 * deleting) an entry frees the unread data queued on that socket.
 	 * With the sequence numbers in the key, a clash is not expected.
 	 */
+	peer->charged = 0;
 	err = bpf_sock_hash_update(skops, &sock_ops_map, &key, BPF_NOEXIST);
 	if (err)
 		bpf_sk_storage_delete(&peer_keys, sk);
 	count_insert(err);
-	if (!err)
-		trace_established(op, &key);
+	if (err)
+		return;
+	trace_established(op, &key);
+	/*
+	 * Call us back on its state changes, to take its share of the host's
+	 * backlog back when it closes.  The helper sets the socket's flags to
+	 * its argument: keep those another agent's program set.
+	 */
+	bpf_sock_ops_cb_flags_set(skops, CTX_READ(skops->bpf_sock_ops_cb_flags) |
+					 BPF_SOCK_OPS_STATE_CB_FLAG);
+}
+
+/*
+ * A socket of ours changed state.  When it closes, take its share of the
+ * host's backlog back: what it had queued on its peer is freed with the
+ * peer, or read.  (It leaves the sockhash by itself: sock_map_close().)
+ */
+static __always_inline void sockops_state(struct bpf_sock_ops *skops)
+{
+	struct bpf_sock *sk = CTX_READ(skops->sk);
+	struct peer_info *peer;
+
+	/* args[1] is the new state: BPF_TCP_* has the kernel's TCP_* values. */
+	if (!sk || CTX_READ(skops->args[1]) != BPF_TCP_CLOSE)
+		return;
+	peer = bpf_sk_storage_get(&peer_keys, sk, 0, 0);
+	if (peer)
+		backlog_release(peer);
 }
 
 /*
@@ -196,6 +210,9 @@ int bpf_sockmap(struct bpf_sock_ops *skops)
 			break;
 		}
 		sockops_insert(skops, op);
+		break;
+	case BPF_SOCK_OPS_STATE_CB:
+		sockops_state(skops);
 		break;
 	default:
 		break;

@@ -64,6 +64,10 @@ status=$(
 		--argjson sockets "$(bpftool -j map dump pinned "$pin/$PIN_MAP" | jq length)" \
 		--argjson stats "$(bpftool -j map dump pinned "$pin/$PIN_STATS")" \
 		--argjson config "$(bpftool -j map dump pinned "$pin/$PIN_CONFIG")" \
+		--argjson page "$(getconf PAGESIZE)" \
+		--argjson backlog "$(bpftool -j map dump pinned "$pin/$PIN_BACKLOG")" \
+		--argjson tcp_pages "$(awk '/^TCP:/ { print $NF }' /proc/net/sockstat)" \
+		--argjson counted "$(kernel_counts_redirected && echo true || echo false)" \
 		--argjson cgroups "$(attached_cgroups "$sockops_id" | jq -R . | jq -s .)" \
 		'{
 			loaded: ($cgroups | length > 0),
@@ -76,6 +80,13 @@ status=$(
 			map: {name: $map.name, id: $map.id, sockets: $sockets,
 			      max_entries: $map.max_entries},
 			trace: ($config[0].formatted.value.trace == 1),
+			config: ($config[0].formatted.value | {
+				max_queue,
+				max_tcp_mem,
+				queue_bound_works: $counted
+			}),
+			tcp_mem_now: ($tcp_pages * $page),
+			backlog_now: ($backlog[0].formatted.value.units * 65536),
 			counters: ($stats[0].formatted.values | map(.value) |
 				   reduce .[] as $cpu ({}; reduce ($cpu | keys_unsorted[]) as $k
 					(.; .[$k] += $cpu[$k])))
@@ -86,12 +97,17 @@ if ((json)); then
 	echo "$status"
 else
 	jq -r '
+		def size: if . >= 1073741824 and . % 1073741824 == 0 then "\(. / 1073741824) GiB"
+			elif . >= 1048576 then "\(. / 1048576 | . * 10 | floor / 10) MiB"
+			else "\(. / 1024 | floor) KiB" end;
 		"bypass:    \(if .loaded then "loaded" else "pinned but not attached to any cgroup" end)",
 		"pin dir:   \(.pin_dir)",
 		"cgroup:    \(if .loaded then .cgroups | join(", ") else "-" end)",
 		"programs:  \(.programs.sock_ops.name) (sock_ops, id \(.programs.sock_ops.id)), \(.programs.sk_msg.name // "-") (sk_msg, id \(.programs.sk_msg.id // "-"))",
 		"sockhash:  \(.map.name) (id \(.map.id)): \(.map.sockets) sockets now, capacity \(.map.max_entries)",
 		"trace:     \(if .trace then "on (trace_bpf_output.sh)" else "off (--quiet)" end)",
+		"queue bound: \(if .config.max_queue > 0 then "\(.config.max_queue | size) per connection" else "none (--max-queue 0)" end)\(if .config.queue_bound_works then "" else " (this kernel may not count redirected bytes: see load.sh)" end)",
+		"host guard:  \(if .config.max_tcp_mem > 0 then "\(.config.max_tcp_mem | size) of TCP memory" else "none (--max-tcp-mem 0)" end) (now: TCP holds \(.tcp_mem_now | size), the bypass queues \(.backlog_now | size))",
 		"counters:",
 		(.counters | to_entries[] | "  \(.key | . + " " * (18 - length)) \(.value)")
 	' <<<"$status"
