@@ -203,7 +203,7 @@ EOF
 	[[ $output == *"program of this type cannot use helper bpf_msg_redirect_hash"* ]]
 	# ... then ours: the minimum kernel, this kernel, and the rollback.
 	[[ $output == *"the kernel's verifier rejected the program"* ]]
-	[[ $output == *"needs Linux >= 5.15"* ]]
+	[[ $output == *"needs Linux >= 6.1"* ]]
 	[[ $output == *"this kernel is $(uname -r)"* ]]
 	[[ $output == *"failed at: load $TMP/obj/bpf_sockops.o; rolling back"* ]]
 	assert_unchanged

@@ -203,6 +203,9 @@ compare() {
 	(($(counter msgs_redirected) == 0))
 	(($(counter msgs_passed) == 2 * 3))
 	(($(counter bytes_passed) == 2000 * 3))
+	# Each client was latched once, at A, for the missing peer.
+	(($(counter latched_no_peer) == 3))
+	(($(counter latched_queue) + $(counter latched_tcp_mem) + $(counter latched_backlog) == 0))
 }
 
 @test "checksummed transfers across half-close and close: 600 connections, both ways, nothing lost" {
