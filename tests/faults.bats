@@ -3,7 +3,7 @@
 #
 # Faults, with nothing lost: a full sockhash, connection churn, many
 # parallel streams, load and unload in the middle of multi-GB transfers, and
-# a reader that stops reading.  Every transfer is checksummed by tools/xfer,
+# a reader that stops reading.  Every transfer is checksummed by tests/probes/xfer,
 # which fails on any lost, reordered or foreign byte.
 #
 # Each test prints what it measured (bats shows it on failure; run with

@@ -182,7 +182,7 @@ netns_add() {
 	ip -n "$1" link set lo up
 }
 
-# xfer_start NAME CG NS recv|send PORT ARGS...: start tools/xfer in the
+# xfer_start NAME CG NS recv|send PORT ARGS...: start tests/probes/xfer in the
 # background, in cgroup CG and network namespace NS ("" for this one), with
 # its output in $TMP/NAME.out and its PID in XPID[NAME] (and PIDS, for
 # teardown).  A receiver listens when this returns.
@@ -191,7 +191,7 @@ xfer_start() {
 
 	shift 5
 	declare -p XPID >/dev/null 2>&1 || declare -gA XPID=()
-	cmd=("$TOP/tools/xfer" "$mode" -p "$port" "$@")
+	cmd=("$TOP/tests/probes/xfer" "$mode" -p "$port" "$@")
 	[[ -z $ns ]] || cmd=(ip netns exec "$ns" "${cmd[@]}")
 	cg_exec "$cg" "${cmd[@]}" >"$TMP/$name.out" 2>&1 &
 	PIDS+=($!)

@@ -4,7 +4,7 @@
 # Application transparency: with the bypass on, an application cannot tell
 # it is there, except by speed; and where it can, exactly how.
 #
-# tools/sockprobe runs one scenario per probe on a fresh loopback connection
+# tests/probes/sockprobe runs one scenario per probe on a fresh loopback connection
 # and prints one canonical line: return values, errno names, poll masks, and
 # "data=ok" for payloads checked byte by byte.  Each test below runs every
 # probe twice in the test cgroup, on plain TCP and then with the bypass, and
@@ -19,7 +19,7 @@
 BASE_PORT=30000
 load helpers
 
-readonly PROBE=$TOP/tools/sockprobe
+readonly PROBE=$TOP/tests/probes/sockprobe
 
 # The known divergences on Linux 6.18, with the bypass: probe -> its line.
 # (-g: bats sources this file inside a function.)
@@ -210,7 +210,7 @@ compare() {
 
 	load_bypass --quiet
 	# Tiny and large transfers, 8 and 4 at a time.  Each end half-closes
-	# when done, reads to EOF and closes; tools/xfer checks every byte.
+	# when done, reads to EOF and closes; tests/probes/xfer checks every byte.
 	xfer_start tiny "$TEST_CG" "" recv "$PORT" -n 400
 	xfer_start tiny-s "$TEST_CG" "" send "$PORT" -C 400 -P 8 -B 1 -R 1 -s 7
 	xfer_finish tiny-s tiny
