@@ -76,7 +76,7 @@ int bpf_redir(struct sk_msg_md *msg)
 	 *   reader and one sk_msg per write in bpf_tcp_ingress()), but the
 	 *   counters would then see one message per n bytes.
 	 *
-	 * The README's "Performance" section has the measurements.
+	 * docs/performance.md has the measurements.
 	 */
 	count_msg(verdict, size);
 	return SK_PASS;

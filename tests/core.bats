@@ -34,7 +34,8 @@ iperf_redirected() {
 	data=$(lo_data_packets)
 	echo "sent=$sent got=$got redirected=$redirected lo_packets=$(lo_packets) lo_data=$data"
 	# iperf3's receiver stops counting when the test ends, with data still
-	# queued (see Limits in README); tests/probes/xfer checks every byte.
+	# queued (docs/how-it-works.md, "Memory"); tests/probes/xfer checks
+	# every byte.
 	((got > 0 && got <= sent))
 	((redirected >= sent))
 	((data == 0))
@@ -78,9 +79,9 @@ iperf_redirected() {
 
 @test "a 1 GB checksummed transfer through the bypass arrives identical, both ways" {
 	load_bypass
-	spawn xfer-recv "$TOP/tests/probes/xfer" recv -b :: -p "$PORT"
+	spawn xfer-recv "$XFER" recv -b :: -p "$PORT"
 	wait_port "$PORT"
-	run in_cg "$TOP/tests/probes/xfer" send -a 127.0.0.1 -p "$PORT" -B 1000000000 -R 100000000
+	run in_cg "$XFER" send -a 127.0.0.1 -p "$PORT" -B 1000000000 -R 100000000
 	echo "$output"
 	[[ $status -eq 0 ]]
 	[[ $output == *"ok=1 bad=0 bytes_out=1000000000 bytes_in=100000000"* ]]
@@ -160,10 +161,10 @@ iperf_redirected() {
 }
 
 @test "a port with no listener is refused exactly as without the bypass" {
-	run in_cg "$TOP/tests/probes/xfer" send -a 127.0.0.1 -p "$PORT"
+	run in_cg "$XFER" send -a 127.0.0.1 -p "$PORT"
 	plain=$output
 	load_bypass
-	run in_cg "$TOP/tests/probes/xfer" send -a 127.0.0.1 -p "$PORT"
+	run in_cg "$XFER" send -a 127.0.0.1 -p "$PORT"
 	[[ $status -ne 0 ]]
 	[[ $output == *"Connection refused"* ]]
 	[[ $output == "$plain" ]]
@@ -174,11 +175,11 @@ iperf_redirected() {
 	load_bypass
 	# The server runs outside the test cgroup, so only the client is in
 	# the map: its sends find no peer and must go by TCP.
-	"$TOP/tests/probes/xfer" recv -b 127.0.0.1 -p "$PORT" >"$TMP/recv.out" 2>&1 &
+	"$XFER" recv -b 127.0.0.1 -p "$PORT" >"$TMP/recv.out" 2>&1 &
 	PIDS+=($!)
 	wait_port "$PORT"
 	lo_capture_start "$PORT"
-	run in_cg "$TOP/tests/probes/xfer" send -a 127.0.0.1 -p "$PORT" -B 10000000 -R 1000000
+	run in_cg "$XFER" send -a 127.0.0.1 -p "$PORT" -B 10000000 -R 1000000
 	lo_capture_stop
 	echo "$output"
 	[[ $status -eq 0 ]]

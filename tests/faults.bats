@@ -3,8 +3,8 @@
 #
 # Faults, with nothing lost: a full sockhash, connection churn, many
 # parallel streams, load and unload in the middle of multi-GB transfers, and
-# a reader that stops reading.  Every transfer is checksummed by tests/probes/xfer,
-# which fails on any lost, reordered or foreign byte.
+# a reader that stops reading.  Every transfer is checksummed by
+# tests/probes/xfer, which fails on any lost, reordered or foreign byte.
 #
 # Each test prints what it measured (bats shows it on failure; run with
 # --show-output-of-passing-tests, bats >= 1.5, to see it always).
@@ -216,7 +216,7 @@ slow_reader() {
 # (tcp_mem), not its receive buffer: bpf_tcp_ingress() in tcp_bpf.c uses
 # sk_wmem_schedule(), and the sender never waits.  Nothing in BPF can see the
 # peer's queue, so this is reported as skipped, with the measurement, until
-# the kernel bounds it (see Limits in README.md).
+# the kernel bounds it (see docs/how-it-works.md, "Memory").
 @test "slow reader: the sender is held back by the receiver's buffer, as with TCP" {
 	local bound=$((64 * MiB)) taken mem0 mem1
 
@@ -224,6 +224,6 @@ slow_reader() {
 	slow_reader
 	xfer_finish s r
 	if ((taken > MiB + bound)); then
-		skip "kernel limit: $((taken / MiB)) MiB queued for a reader that sleeps; sk_msg ingress redirect has no receive-buffer backpressure (README: Limits)"
+		skip "kernel limit: $((taken / MiB)) MiB queued for a reader that sleeps; sk_msg ingress redirect has no receive-buffer backpressure (docs/how-it-works.md: Memory)"
 	fi
 }
