@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0
 #
-# make            build the two BPF objects and the C tools
+# make            build the two BPF objects and the C programs of the tests
+#                 and the benchmark
 # make check      prove both objects pass the verifier (root)
 # make test       the end-to-end suite (root)
 # make demo       iperf3 with and without the bypass, side by side (root)
@@ -25,7 +26,17 @@ LDLIBS += -pthread
 
 OUTPUT ?= .
 BPF_OBJS := $(OUTPUT)/bpf_sockops.o $(OUTPUT)/bpf_redir.o
-TOOLS := $(patsubst %.c,%,$(wildcard tools/*.c))
+
+# sockprobe: the framework, then one file per family of probes.
+SOCKPROBE_OBJS := $(addprefix tests/probes/, sockprobe.o sockprobe_eof.o \
+	sockprobe_read.o sockprobe_poll.o sockprobe_send.o sockprobe_close.o \
+	sockprobe_map.o)
+XFER_OBJS := tests/probes/xfer.o
+NOREAD_OBJS := tests/probes/noread.o
+SOCKBENCH_OBJS := bench/sockbench.o
+OBJS := $(SOCKPROBE_OBJS) $(XFER_OBJS) $(NOREAD_OBJS) $(SOCKBENCH_OBJS)
+PROGS := tests/probes/sockprobe tests/probes/xfer tests/probes/noread \
+	bench/sockbench
 
 ifeq ($(V),1)
 Q :=
@@ -36,7 +47,7 @@ msg = @printf '  %-6s %s\n' '$(1)' '$(2)';
 endif
 
 .DELETE_ON_ERROR:
-all: bpf $(TOOLS)
+all: bpf $(PROGS)
 
 .PHONY: all bpf clean check test demo bench deps FORCE
 
@@ -47,33 +58,46 @@ $(OUTPUT)/.bpf-cflags: FORCE
 	@mkdir -p $(OUTPUT)
 	@echo '$(BPF_CFLAGS)' | cmp -s - $@ || echo '$(BPF_CFLAGS)' > $@
 
-$(OUTPUT)/%.o: %.c bpf_sockops.h bpf_maps.h $(OUTPUT)/.bpf-cflags
+$(BPF_OBJS): $(OUTPUT)/%.o: %.c bpf_sockops.h bpf_maps.h $(OUTPUT)/.bpf-cflags
 	$(call msg,CLANG,$@)
 	$(Q)$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
-tools/%: tools/%.c tools/util.h bpf_sockops.h
+# Every C program uses lib/util.h; what else each object includes is named.
+$(OBJS): %.o: %.c lib/util.h
 	$(call msg,CC,$@)
-	$(Q)$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
+	$(Q)$(CC) $(CFLAGS) -c $< -o $@
+
+$(SOCKPROBE_OBJS): tests/probes/sockprobe.h
+tests/probes/sockprobe_map.o: bpf_sockops.h
+
+tests/probes/sockprobe: $(SOCKPROBE_OBJS)
+tests/probes/xfer: $(XFER_OBJS)
+tests/probes/noread: $(NOREAD_OBJS)
+bench/sockbench: $(SOCKBENCH_OBJS)
+
+$(PROGS):
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
 check: $(BPF_OBJS)
-	$(Q)./check.sh
+	$(Q)scripts/check.sh
 
 # Each job first installs what it needs (deps-*), then builds.
 test: deps-test all
 	$(Q)bats --timing tests
 
 demo: deps-demo all
-	$(Q)./demo.sh
+	$(Q)scripts/demo.sh
 
 bench: deps-bench all
-	$(Q)./bench/bench.sh $(if $(QUICK),--quick)
+	$(Q)bench/bench.sh $(if $(QUICK),--quick)
 
 deps: deps-all
 
 deps-%:
-	@./deps.sh $*
+	@scripts/deps.sh $*
 
 clean:
 	$(call msg,CLEAN,)
-	$(Q)rm -f $(BPF_OBJS) $(TOOLS) $(OUTPUT)/.bpf-cflags
+	$(Q)rm -f $(BPF_OBJS) $(OUTPUT)/.bpf-cflags $(OBJS) $(PROGS)
 	$(Q)rm -rf bench/out

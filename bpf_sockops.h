@@ -2,7 +2,7 @@
 /*
  * bpf_sockops.h - the one definition of what the two BPF programs share.
  *
- * Included by bpf_sockops.c, bpf_redir.c and the user-space tools, so it
+ * Included by bpf_sockops.c, bpf_redir.c and the tests' probes, so it
  * holds only types and constants (no maps, no helpers).
  */
 #ifndef __BPF_SOCKOPS_H

@@ -38,7 +38,7 @@ iperf_redirected() {
 	echo "sent=$sent got=$got redirected=$redirected lo_packets=$(lo_packets) lo_data=$data"
 	# iperf3's server stops reading when the client says the test is
 	# over, which can be before the last redirected bytes are read: the
-	# counters and tools/xfer account for every byte.
+	# counters and tests/probes/xfer account for every byte.
 	((got > 0 && got <= sent))
 	((redirected >= sent))
 	((data == 0))
@@ -85,9 +85,9 @@ iperf_redirected() {
 	local passed latched
 
 	load_bypass
-	spawn xfer-recv "$TOP/tools/xfer" recv -b :: -p "$PORT"
+	spawn xfer-recv "$XFER" recv -b :: -p "$PORT"
 	wait_port "$PORT"
-	run in_cg "$TOP/tools/xfer" send -a 127.0.0.1 -p "$PORT" -B 1000000000 -R 100000000
+	run in_cg "$XFER" send -a 127.0.0.1 -p "$PORT" -B 1000000000 -R 100000000
 	echo "$output"
 	[[ $status -eq 0 ]]
 	[[ $output == *"ok=1 bad=0 bytes_out=1000000000 bytes_in=100000000"* ]]
@@ -173,10 +173,10 @@ iperf_redirected() {
 }
 
 @test "a port with no listener is refused exactly as without the bypass" {
-	run in_cg "$TOP/tools/xfer" send -a 127.0.0.1 -p "$PORT"
+	run in_cg "$XFER" send -a 127.0.0.1 -p "$PORT"
 	plain=$output
 	load_bypass
-	run in_cg "$TOP/tools/xfer" send -a 127.0.0.1 -p "$PORT"
+	run in_cg "$XFER" send -a 127.0.0.1 -p "$PORT"
 	[[ $status -ne 0 ]]
 	[[ $output == *"Connection refused"* ]]
 	[[ $output == "$plain" ]]
@@ -187,11 +187,11 @@ iperf_redirected() {
 	load_bypass
 	# The server runs outside the test cgroup, so only the client is in
 	# the map: its sends find no peer and must go by TCP.
-	"$TOP/tools/xfer" recv -b 127.0.0.1 -p "$PORT" >"$TMP/recv.out" 2>&1 &
+	"$XFER" recv -b 127.0.0.1 -p "$PORT" >"$TMP/recv.out" 2>&1 &
 	PIDS+=($!)
 	wait_port "$PORT"
 	lo_capture_start "$PORT"
-	run in_cg "$TOP/tools/xfer" send -a 127.0.0.1 -p "$PORT" -B 10000000 -R 1000000
+	run in_cg "$XFER" send -a 127.0.0.1 -p "$PORT" -B 10000000 -R 1000000
 	lo_capture_stop
 	echo "$output"
 	[[ $status -eq 0 ]]

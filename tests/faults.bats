@@ -3,8 +3,8 @@
 #
 # Faults, with nothing lost: a full sockhash, connection churn, many
 # parallel streams, load and unload in the middle of multi-GB transfers, and
-# a reader that stops reading.  Every transfer is checksummed by tools/xfer,
-# which fails on any lost, reordered or foreign byte.
+# a reader that stops reading.  Every transfer is checksummed by
+# tests/probes/xfer, which fails on any lost, reordered or foreign byte.
 #
 # Each test prints what it measured (bats shows it on failure; run with
 # --show-output-of-passing-tests, bats >= 1.5, to see it always).

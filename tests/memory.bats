@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # Bounded memory: a receiver that stops reading must hold its sender back,
-# as with TCP.  tools/noread connects a socket to itself, never reads the
+# as with TCP.  tests/probes/noread connects a socket to itself, never reads the
 # accepted end, writes non-blocking until the kernel says EAGAIN, reports
 # what the sender got rid of and how the host's memory grew, then reads it
 # all back and checks every byte.
@@ -18,10 +18,10 @@ load helpers
 
 MiB=1048576
 
-# noread ARGS...: tools/noread in the test cgroup; its report line is in
+# noread ARGS...: tests/probes/noread in the test cgroup; its report line is in
 # $out, and the fields used below in $accepted, $stop, $slab_kib, $intact.
 noread() {
-	out=$(in_cg "$TOP/tools/noread" -p "$PORT" "$@")
+	out=$(in_cg "$NOREAD" -p "$PORT" "$@")
 	echo "$out"
 	accepted=$(field accepted)
 	stop=$(field stop)
@@ -113,7 +113,7 @@ backlog_bytes() {
 	mkfifo "$TMP/go"
 	exec {go}<>"$TMP/go"
 	for ((i = 0; i < n; i++)); do
-		cg_exec "$TEST_CG" "$TOP/tools/noread" -w -p $((port + i)) -l 16 -n 20000 \
+		cg_exec "$TEST_CG" "$NOREAD" -w -p $((port + i)) -l 16 -n 20000 \
 			<"$TMP/go" {go}>&- >"$TMP/noread-$i.out" 2>&1 &
 		pids+=($!)
 		PIDS+=($!)

@@ -4,13 +4,13 @@
 # Application transparency: with the bypass on, an application cannot tell
 # it is there, except by speed; and where it can, exactly how.
 #
-# tools/sockprobe runs one scenario per probe on a fresh loopback connection
-# and prints one canonical line: return values, errno names, poll masks, and
-# "data=ok" for payloads checked byte by byte.  Each test below runs every
+# tests/probes/sockprobe runs one scenario per probe on a fresh loopback
+# connection and prints one canonical line: return values, errno names, poll
+# masks, and "data=ok" for payloads checked byte by byte.  Each test below runs every
 # probe twice in the test cgroup, on plain TCP and then with the bypass, and
 # compares.  A probe must print the same line both times, except the known
 # divergences in KNOWN, which must print exactly their known line.  A kernel
-# that fixes one fails this test on purpose: update README "Limits" and KNOWN.
+# that fixes one fails this test on purpose: update docs/semantics.md and KNOWN.
 #
 # The path field (-P) proves which way the data went: "tcp" in the plain run,
 # "bypass" with the bypass loaded, from TCP_INFO's count of bytes that TCP
@@ -19,11 +19,11 @@
 BASE_PORT=30000
 load helpers
 
-readonly PROBE=$TOP/tools/sockprobe
+readonly PROBE=$TOP/tests/probes/sockprobe
 
 # The known divergences on Linux 6.18, with the bypass: probe -> its line.
 # (-g: bats sources this file inside a function.)
-# Why each happens, in the kernel, is in README "Limits".
+# Why each happens, in the kernel, is in docs/semantics.md.
 declare -gA KNOWN=(
 	# tcp_bpf_recvmsg() returns -EAGAIN after one wakeup with nothing to
 	# read: shutdown() by another thread, or a signal.
@@ -118,7 +118,7 @@ compare() {
 				bad=1
 			fi
 			if [[ $plain == "${KNOWN[$name]}" ]]; then
-				echo "  ^ no longer diverges: update README Limits and KNOWN"
+				echo "  ^ no longer diverges: update docs/semantics.md and KNOWN"
 				bad=1
 			fi
 		elif [[ $bypass != "$plain" ]]; then
@@ -213,7 +213,7 @@ compare() {
 
 	load_bypass --quiet
 	# Tiny and large transfers, 8 and 4 at a time.  Each end half-closes
-	# when done, reads to EOF and closes; tools/xfer checks every byte.
+	# when done, reads to EOF and closes; xfer checks every byte.
 	xfer_start tiny "$TEST_CG" "" recv "$PORT" -n 400
 	xfer_start tiny-s "$TEST_CG" "" send "$PORT" -C 400 -P 8 -B 1 -R 1 -s 7
 	xfer_finish tiny-s tiny

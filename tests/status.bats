@@ -13,9 +13,9 @@ transfer() {
 	local fwd=$1 back=$2
 
 	shift 2
-	spawn xfer-recv "$TOP/tools/xfer" recv -b 127.0.0.1 -p "$PORT"
+	spawn xfer-recv "$XFER" recv -b 127.0.0.1 -p "$PORT"
 	wait_port "$PORT"
-	in_cg "$TOP/tools/xfer" send -a 127.0.0.1 -p "$PORT" -B "$fwd" -R "$back" "$@"
+	in_cg "$XFER" send -a 127.0.0.1 -p "$PORT" -B "$fwd" -R "$back" "$@"
 	wait "$LAST_PID"
 }
 

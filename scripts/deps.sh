@@ -5,7 +5,7 @@
 # job needs.  As root it installs what is missing with apt-get, saying so;
 # otherwise it prints the exact command to run.
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
 readonly BUILD_PKGS="clang llvm libbpf-dev gcc libc6-dev make"
 readonly RUN_PKGS="bpftool iproute2 jq util-linux"

@@ -10,7 +10,7 @@
 # iperf3 processes, so nothing else on the host is touched.  ("sudo
 # ./load.sh" with no options attaches to the root cgroup: every process.)
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
 readonly PORT=${DEMO_PORT:-5001}
 readonly SECS=${DEMO_SECS:-5}

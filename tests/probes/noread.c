@@ -35,7 +35,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "tools/util.h"
+#include "lib/util.h"
 
 #define BUF_SIZE	(256 * 1024)
 #define SEED		0x6e6f7264u	/* "nord" */
