@@ -9,7 +9,8 @@
 TOP=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
 source "$TOP/common.sh"
 
-# The tests' C programs (make builds them): checksummed transfers.
+# The tests' C programs (make builds them): checksummed transfers, and a
+# writer whose reader never reads.
 XFER=$TOP/tests/probes/xfer
 NOREAD=$TOP/tests/probes/noread
 

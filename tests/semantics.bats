@@ -44,8 +44,6 @@ declare -gA KNOWN=(
 	[splice_recv]='splice_recv: splice=-1(EAGAIN) recv_after=1000 data=ok'
 	# The urgent byte is redirected inline, as ordinary data.
 	[oob]='oob: inline=4 got=abcX atmark=0 oob=-1(EAGAIN) got='
-	# bpf_tcp_ingress() charges the receiver, but no rcvbuf stops it.
-	[backpressure]='backpressure: eagain=no all=yes data=ok end=0'
 	# tcp_close() finds sk_receive_queue empty: FIN, not RST.
 	[rst_unread]='rst_unread: poll=RDHUP recv=0 send=1'
 	[peer_exit_unread]='peer_exit_unread: child=0 recvs=65536,0 data=ok'
