@@ -90,6 +90,8 @@ struct bypass_stats {
 	__u64 bytes_redirected;	/* bytes in those messages */
 	__u64 msgs_passed;	/* no peer in the map: sent by plain TCP */
 	__u64 bytes_passed;	/* bytes in those messages */
+	__u64 sockets_skipped_port;	/* left on TCP: a port in skip_ports */
+	__u64 sockets_skipped_cgroup;	/* left on TCP: its cgroup in skip_cgroups */
 };
 
 /*
@@ -112,6 +114,28 @@ struct bypass_stats {
 /* Index of the only entry of the stats and config arrays. */
 #define STATS_KEY	0
 #define CONFIG_KEY	0
+
+/*
+ * Skip lists, set by load.sh (--skip-ports, --skip-cgroup): connections the
+ * bypass must leave on plain TCP, e.g. a proxy that reads with splice(2),
+ * which never sees redirected bytes (README, Limits).
+ *
+ * skip_ports: a hash from port (host byte order, a __u32) to the number of
+ * sockets it kept out.  A socket is skipped when its local or its remote
+ * port is in the map, so a server port listed keeps out both ends of every
+ * connection to it.  A hash, not a 65536-bit bitmap: the list is short,
+ * the lookups run once per connection end (at ESTABLISHED, never per send),
+ * and each port gets its own counter, which tells an operator which entry
+ * is doing the work.
+ *
+ * skip_cgroups: a hash from cgroup v2 ID (the cgroup directory's inode
+ * number) to the number of sockets it kept out.  A socket is skipped when
+ * the cgroup it belongs to, or any ancestor of it, is in the map.
+ */
+#define MAX_SKIP_PORTS		64
+#define MAX_SKIP_CGROUPS	16
+/* Ancestors looked at above a socket's own cgroup; deeper ones are not. */
+#define MAX_CGROUP_DEPTH	16
 
 /* Config, set by load.sh through the pinned "config" array. */
 struct bypass_config {

@@ -15,9 +15,12 @@ readonly PIN_CONFIG=config
 readonly PIN_PEERS=peer_keys
 readonly PIN_SOCKOPS=bpf_sockmap
 readonly PIN_REDIR=bpf_redir
+readonly PIN_SKIP_PORTS=skip_ports
+readonly PIN_SKIP_CGROUPS=skip_cgroups
 # Every map of bpf_maps.h: bpf_sockops.o creates and pins them all, and
 # bpf_redir.o must reuse each one, or libbpf would create a second copy.
-readonly PIN_MAPS=("$PIN_MAP" "$PIN_PEERS" "$PIN_STATS" "$PIN_CONFIG")
+readonly PIN_MAPS=("$PIN_MAP" "$PIN_PEERS" "$PIN_STATS" "$PIN_CONFIG"
+	"$PIN_SKIP_PORTS" "$PIN_SKIP_CGROUPS")
 
 die()  { echo "${0##*/}: error: $*" >&2; exit 1; }
 warn() { echo "${0##*/}: warning: $*" >&2; }
@@ -124,16 +127,28 @@ attached_cgroups() {
 }
 
 # u32_bytes N: the four bytes of a __u32 in host byte order, as bpftool's
-# "hex" map arguments want them.
+# "hex" map arguments want them.  u64_bytes N: the eight of a __u64.
 u32_bytes() {
-	local n=$1 i bytes=()
+	uint_bytes 4 "$1"
+}
 
-	for i in 0 8 16 24; do
+u64_bytes() {
+	uint_bytes 8 "$1"
+}
+
+uint_bytes() {
+	local size=$1 n=$2 i t bytes=()
+
+	for ((i = 0; i < size * 8; i += 8)); do
 		bytes+=("$(printf '%02x' $(((n >> i) & 0xff)))")
 	done
 	# od prints 1 for "\001\000" read as one 16-bit word on little endian.
 	if [[ $(printf '\001\000' | od -An -tu2 | tr -d ' ') != 1 ]]; then
-		bytes=("${bytes[3]}" "${bytes[2]}" "${bytes[1]}" "${bytes[0]}")
+		for ((i = 0; i < size / 2; i++)); do
+			t=${bytes[i]}
+			bytes[i]=${bytes[size - 1 - i]}
+			bytes[size - 1 - i]=$t
+		done
 	fi
 	echo hex "${bytes[@]}"
 }
