@@ -102,10 +102,12 @@ done
 
 # set_skip MAP KEYBYTES KEY...: make the skip hash MAP hold exactly the
 # numbers KEY (ports or cgroup IDs); KEYBYTES is u32_bytes or u64_bytes.  A
-# key that stays keeps its count of skipped sockets.
+# key that stays keeps its count of skipped sockets.  New keys go in before
+# old ones go out, so that a key in both lists is never missing, even for
+# a moment, from a loaded bypass.
 set_skip() {
 	local map=$1 keybytes=$2 key max
-	local -A want=()
+	local -A want=() have=()
 
 	shift 2
 	for key in "$@"; do
@@ -115,15 +117,16 @@ set_skip() {
 	((${#want[@]} <= max)) ||
 		die "${#want[@]} entries for ${map##*/}, which holds at most $max"
 	for key in $(bpftool -j map dump pinned "$map" | jq -r '.[].formatted.key'); do
-		if [[ -n ${want[$key]:-} ]]; then
-			unset "want[$key]"
-		else
-			bpftool map delete pinned "$map" key $($keybytes "$key")
-		fi
+		have[$key]=1
 	done
 	for key in "${!want[@]}"; do
-		bpftool map update pinned "$map" key $($keybytes "$key") \
-			value $(u64_bytes 0) noexist
+		[[ -n ${have[$key]:-} ]] ||
+			bpftool map update pinned "$map" key $($keybytes "$key") \
+				value $(u64_bytes 0) noexist
+	done
+	for key in "${!have[@]}"; do
+		[[ -n ${want[$key]:-} ]] ||
+			bpftool map delete pinned "$map" key $($keybytes "$key")
 	done
 }
 
@@ -137,6 +140,7 @@ set_skip_lists() {
 		set_skip "$1/$PIN_SKIP_CGROUPS" u64_bytes "${skip_cgroup_ids[@]}"
 	fi
 }
+
 # Mount bpffs on /sys/fs/bpf if none is mounted, even when --pin-dir names
 # the directory: pins can only live on a bpffs.
 bpffs=$(bpffs_dir)
