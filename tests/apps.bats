@@ -12,6 +12,15 @@
 # the test's temporary directory.  "make deps-test" installs the packages.
 # One line per application goes to the TAP output ("# ..."): what moved and
 # what the counters said.
+#
+# A client's first bytes may go by TCP, and with them all it sends on that
+# connection: when the server's end is established after connect() returns
+# (the listener's lock was held), bpf_redir finds no peer and latches the
+# connection's sender onto TCP (struct peer_info).  The server's replies,
+# sent once both ends are in the map, are always redirected.  So the
+# server-to-client bytes are checked against bytes_redirected, and the
+# client's against bytes_redirected + bytes_passed (everything the bypass's
+# sk_msg program saw).
 
 BASE_PORT=30400
 load helpers
@@ -117,8 +126,11 @@ nginx_start() {
 		}
 	}
 	EOF
-	# -e: its startup log too goes to stderr, not /var/log/nginx.
-	spawn_server nginx QUIT nginx -e stderr -p "$d" -c "$d/nginx.conf"
+	# -e (1.19.5 and later): its startup log too goes to stderr, not to
+	# /var/log/nginx.
+	local early=()
+	nginx -h 2>&1 | grep -q -- "^ *-e " && early=(-e stderr)
+	spawn_server nginx QUIT nginx "${early[@]}" -p "$d" -c "$d/nginx.conf"
 	wait_port "$port"
 }
 
@@ -140,7 +152,6 @@ nginx_start() {
 		((got >= size))
 	done
 	(($(counter sockets_inserted) == 4))
-	(($(counter msgs_passed) == 0))
 }
 
 # ----------------------------------------------------------- PostgreSQL
@@ -161,7 +172,7 @@ as_pg() {
 }
 
 @test "postgresql: pgbench -c 4 -T 5 keeps its balances, pg_basebackup verifies, all redirected" {
-	local pg d=$TMP/pg p before txns moved a t b h n
+	local pg d=$TMP/pg p before before_tcp txns moved moved_tcp a t b h n
 
 	pg=$(pg_bindir)
 	need_apps setpriv
@@ -189,11 +200,13 @@ as_pg() {
 		>"$TMP/pgbench-init.out" 2>&1
 
 	before=$(counter msgs_redirected)
+	before_tcp=$(counter msgs_passed)
 	as_pg "$pg/pgbench" -h 127.0.0.1 -p "$PORT" -U postgres -c 4 -T 5 postgres \
 		>"$TMP/pgbench.out" 2>&1
 	cat "$TMP/pgbench.out"
 	txns=$(awk '/number of transactions actually processed/ { print $NF }' "$TMP/pgbench.out")
 	moved=$(($(counter msgs_redirected) - before))
+	moved_tcp=$(($(counter msgs_passed) - before_tcp))
 	# TPC-B: each transaction adds one delta to an account, a teller and a
 	# branch, and logs it in history.  The four sums must agree.
 	as_pg "$pg/psql" -h 127.0.0.1 -p "$PORT" -U postgres -Atc "
@@ -202,13 +215,15 @@ as_pg() {
 		       (select sum(bbalance) from pgbench_branches),
 		       (select sum(delta) from pgbench_history),
 		       (select count(*) from pgbench_history)" postgres >"$TMP/sums"
-	report "postgresql pgbench: $txns transactions, $(grep -o 'tps = [0-9.]*' "$TMP/pgbench.out"), sums $(cat "$TMP/sums"), msgs_redirected +$moved"
-	grep -q "number of failed transactions: 0 " "$TMP/pgbench.out"
+	report "postgresql pgbench: $txns transactions, $(grep -o 'tps = [0-9.]*' "$TMP/pgbench.out"), sums $(cat "$TMP/sums"), msgs_redirected +$moved, msgs_passed +$moved_tcp"
+	# PostgreSQL 15 and later count failed transactions.
+	! grep -q "number of failed transactions: [1-9]" "$TMP/pgbench.out"
 	((txns > 0))
 	IFS='|' read -r a t b h n <"$TMP/sums"
 	[[ $a == "$t" && $t == "$b" && $b == "$h" && $n == "$txns" ]]
-	# Seven statements a transaction, each a request and a reply.
-	((moved >= 14 * txns))
+	# Seven statements a transaction, each a request and a reply: the
+	# replies redirected, the requests too unless latched onto TCP.
+	((moved >= 7 * txns && moved + moved_tcp >= 14 * txns))
 
 	before=$(counter bytes_redirected)
 	as_pg "$pg/pg_basebackup" -h 127.0.0.1 -p "$PORT" -U postgres \
@@ -218,7 +233,6 @@ as_pg() {
 	report "postgresql pg_basebackup: $(sum_sizes "$d/backup") bytes in files, $(cat "$TMP/verify.out"), bytes_redirected +$moved"
 	grep -qx "backup successfully verified" "$TMP/verify.out"
 	((moved >= $(sum_sizes "$d/backup")))
-	(($(counter msgs_passed) == 0))
 }
 
 # ---------------------------------------------------------------- Redis
@@ -226,13 +240,16 @@ as_pg() {
 # redis_start NAME PORT ARGS...: redis-server in the foreground on
 # 127.0.0.1:PORT, no persistence, files in $TMP/NAME.
 redis_start() {
-	local name=$1 port=$2
+	local name=$1 port=$2 debug=()
 
 	shift 2
 	mkdir "$TMP/$name"
+	# Redis 7 refuses DEBUG unless told; Redis 6 knows no such option.
+	redis-server --version | grep -q " v=[0-6]\." ||
+		debug=(--enable-debug-command local)
 	spawn_server "$name" TERM redis-server --port "$port" --bind 127.0.0.1 \
 		--dir "$TMP/$name" --save '' --appendonly no --logfile '' \
-		--daemonize no --enable-debug-command local "$@"
+		--daemonize no "${debug[@]}" "$@"
 	wait_port "$port"
 }
 
@@ -248,10 +265,10 @@ rcli() {
 	# Stored uncompressed, so the RDB on the wire is at least the values.
 	redis_start primary "$primary" --rdbcompression no \
 		--repl-diskless-sync-delay 0
-	[[ $(rcli -p "$primary" DEBUG POPULATE 50000 key 1024) == OK ]]
+	[[ $(rcli -p "$primary" DEBUG POPULATE 20000 key 2560) == OK ]]
 	random_file "$TMP/blob" 4M
 	rcli -p "$primary" -x SET blob <"$TMP/blob" >/dev/null
-	payload=$((50000 * 1024 + 4 * MiB))
+	payload=$((20000 * 2560 + 4 * MiB))
 
 	before=$(counter bytes_redirected)
 	redis_start replica "$replica" --replicaof 127.0.0.1 "$primary"
@@ -267,7 +284,7 @@ rcli() {
 	dr=$(rcli -p "$replica" DEBUG DIGEST)
 	report "redis: $(rcli -p "$replica" DBSIZE) keys, digest primary $dp replica $dr, bytes_redirected +$moved (values: $payload bytes)"
 	[[ $dp == "$dr" && $dp != 0000000000000000000000000000000000000000 ]]
-	[[ $(rcli -p "$replica" DBSIZE) == 50001 ]]
+	[[ $(rcli -p "$replica" DBSIZE) == 20001 ]]
 	in_cg redis-cli -h 127.0.0.1 -p "$replica" GET blob | head -c 4M | cmp - "$TMP/blob"
 	((moved >= payload))
 }
@@ -275,7 +292,7 @@ rcli() {
 # ---------------------------------------------------------------- rsync
 
 @test "rsync: a daemon's pull, push and delta push arrive with matching checksums, redirected" {
-	local i before moved size
+	local i before pulled pushed size
 
 	need_apps rsync
 	mkdir "$TMP/src" "$TMP/pull" "$TMP/push"
@@ -301,15 +318,18 @@ rcli() {
 		--log-file="$TMP/rsyncd.log"
 	wait_port "$PORT"
 
+	# Pull: the daemon sends.  Push: the client sends.
 	before=$(counter bytes_redirected)
 	in_cg rsync -a "rsync://127.0.0.1:$PORT/src/" "$TMP/pull/"
+	pulled=$(($(counter bytes_redirected) - before))
+	before=$(($(counter bytes_redirected) + $(counter bytes_passed)))
 	in_cg rsync -a "$TMP/pull/" "rsync://127.0.0.1:$PORT/push/"
-	moved=$(($(counter bytes_redirected) - before))
+	pushed=$(($(counter bytes_redirected) + $(counter bytes_passed) - before))
 	(cd "$TMP/src" && sha256sum f*) >"$TMP/sums.src"
 	(cd "$TMP/pull" && sha256sum -c --quiet "$TMP/sums.src")
 	(cd "$TMP/push" && sha256sum -c --quiet "$TMP/sums.src")
-	report "rsync: pull and push of $size bytes in 16 files, sha256 ok, bytes_redirected +$moved"
-	((moved >= 2 * size))
+	report "rsync: pull and push of $size bytes in 16 files, sha256 ok; pull bytes_redirected +$pulled; push bytes_redirected+passed +$pushed (passed: $(counter bytes_passed))"
+	((pulled >= size && pushed >= size))
 
 	# Delta: change 4 KiB in the middle of the biggest file; rsync sends
 	# block checksums one way and the literal data the other.
@@ -318,7 +338,6 @@ rcli() {
 	cmp "$TMP/pull/f16" "$TMP/push/f16"
 	report "rsync delta: $(grep -E '^(Literal|Matched) data' "$TMP/delta.out" | tr '\n' ' ')"
 	grep -q "^Matched data: [1-9]" "$TMP/delta.out"
-	(($(counter msgs_passed) == 0))
 }
 
 # -------------------------------------------------------------- HAProxy
@@ -419,7 +438,7 @@ runnable_ns() {
 	nginx_start "$back" "$TMP/www"
 	haproxy_start "$FRONT" "$back"
 
-	spawn curl curl -sS --max-time 12 -o "$TMP/got.bin" "http://127.0.0.1:$FRONT/big.bin"
+	spawn curl curl -sS --max-time 10 -o "$TMP/got.bin" "http://127.0.0.1:$FRONT/big.bin"
 	local curl_pid=$LAST_PID
 	# Once the first bytes are in, the rest is stuck.
 	for _ in $(seq 50); do
@@ -445,7 +464,7 @@ runnable_ns() {
 	wait "$curl_pid" || rc=$?
 	got=$(stat -c %s "$TMP/got.bin" 2>/dev/null || echo 0)
 	read -r calls eagain < <(awk '$NF == "splice" { print $(NF - 2), $(NF - 1) }' "$TMP/strace.out")
-	report "haproxy, no skip: curl exit $rc after 12 s with $got of $(stat -c %s "$TMP/www/big.bin") bytes; haproxy over 2 s: CPU $(((t1 - t0) * 100 / hz / 2))%, runnable $runnable% (host load $(cut -d' ' -f1 /proc/loadavg)); splice $calls calls, $eagain EAGAIN in 2 s under strace; bytes_redirected $(counter bytes_redirected)"
+	report "haproxy, no skip: curl exit $rc after 10 s with $got of $(stat -c %s "$TMP/www/big.bin") bytes; haproxy over 2 s: CPU $(((t1 - t0) * 100 / hz / 2))%, runnable $runnable% (host load $(cut -d' ' -f1 /proc/loadavg)); splice $calls calls, $eagain EAGAIN in 2 s under strace; bytes_redirected $(counter bytes_redirected)"
 	# curl timed out (28) with part of the file, and what it got is the
 	# file's start: stuck, not corrupted.
 	((rc == 28))
