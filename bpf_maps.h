@@ -59,6 +59,21 @@ struct {
 	__type(value, struct bypass_config);
 } config SEC(".maps");
 
+/* The skip lists: see bpf_sockops.h. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_SKIP_PORTS);
+	__type(key, __u32);	/* port, host byte order */
+	__type(value, __u64);	/* sockets skipped because of it */
+} skip_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_SKIP_CGROUPS);
+	__type(key, __u64);	/* cgroup v2 ID */
+	__type(value, __u64);	/* sockets skipped because of it */
+} skip_cgroups SEC(".maps");
+
 /* This CPU's counters: one lookup, then plain increments (no atomics). */
 static __always_inline struct bypass_stats *stats_this_cpu(void)
 {

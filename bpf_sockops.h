@@ -131,6 +131,8 @@ struct bypass_stats {
 	__u64 latched_queue;
 	__u64 latched_tcp_mem;
 	__u64 latched_backlog;
+	__u64 sockets_skipped_port;	/* left on TCP: a port in skip_ports */
+	__u64 sockets_skipped_cgroup;	/* left on TCP: its cgroup in skip_cgroups */
 };
 
 /*
@@ -161,6 +163,28 @@ struct bypass_stats {
  * kmalloc-1k object.  Neither the receive buffer nor tcp_mem counts it.
  */
 #define MSG_OVERHEAD	1024
+
+/*
+ * Skip lists, set by load.sh (--skip-ports, --skip-cgroup): connections the
+ * bypass must leave on plain TCP, e.g. a proxy that reads with splice(2),
+ * which never sees redirected bytes (docs/semantics.md).
+ *
+ * skip_ports: a hash from port (host byte order, a __u32) to the number of
+ * sockets it kept out.  A socket is skipped when its local or its remote
+ * port is in the map, so a server port listed keeps out both ends of every
+ * connection to it.  A hash, not a 65536-bit bitmap: the list is short,
+ * the lookups run once per connection end (at ESTABLISHED, never per send),
+ * and each port gets its own counter, which tells an operator which entry
+ * is doing the work.
+ *
+ * skip_cgroups: a hash from cgroup v2 ID (the cgroup directory's inode
+ * number) to the number of sockets it kept out.  A socket is skipped when
+ * the cgroup it belongs to, or any ancestor of it, is in the map.
+ */
+#define MAX_SKIP_PORTS		64
+#define MAX_SKIP_CGROUPS	16
+/* Ancestors looked at above a socket's own cgroup; deeper ones are not. */
+#define MAX_CGROUP_DEPTH	16
 
 /* Config, set by load.sh through the pinned "config" array. */
 struct bypass_config {

@@ -16,9 +16,12 @@ readonly PIN_PEERS=peer_keys
 readonly PIN_BACKLOG=backlog
 readonly PIN_SOCKOPS=bpf_sockmap
 readonly PIN_REDIR=bpf_redir
+readonly PIN_SKIP_PORTS=skip_ports
+readonly PIN_SKIP_CGROUPS=skip_cgroups
 # Every map of bpf_maps.h: bpf_sockops.o creates and pins them all, and
 # bpf_redir.o must reuse each one, or libbpf would create a second copy.
-readonly PIN_MAPS=("$PIN_MAP" "$PIN_PEERS" "$PIN_STATS" "$PIN_CONFIG" "$PIN_BACKLOG")
+readonly PIN_MAPS=("$PIN_MAP" "$PIN_PEERS" "$PIN_STATS" "$PIN_CONFIG"
+	"$PIN_BACKLOG" "$PIN_SKIP_PORTS" "$PIN_SKIP_CGROUPS")
 
 die()  { echo "${0##*/}: error: $*" >&2; exit 1; }
 warn() { echo "${0##*/}: warning: $*" >&2; }
@@ -143,9 +146,14 @@ uint_bytes() {
 	echo "${bytes[@]}"
 }
 
-# u32_bytes N: a __u32 for bpftool: "hex" and its four bytes.
+# u32_bytes N, u64_bytes N: a __u32 or a __u64 for bpftool: "hex" and its
+# bytes.
 u32_bytes() {
 	echo hex $(uint_bytes 4 "$1")
+}
+
+u64_bytes() {
+	echo hex $(uint_bytes 8 "$1")
 }
 
 # parse_size SIZE: bytes in SIZE, a number with an optional K, M or G

@@ -10,7 +10,10 @@
 #   4. attach bpf_sockmap to the cgroup as sock_ops, with "multi" so that
 #      other sock_ops programs on the cgroup keep running
 # Step 3 comes before step 4: a socket takes the map's programs when it is
-# inserted, so the verdict must be in place before the first insert.
+# inserted, so the verdict must be in place before the first insert.  The
+# skip lists are filled before step 4 too.  Run again on a loaded bypass,
+# --skip-ports and --skip-cgroup replace the lists in place (for new
+# connections; open ones keep what they have).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -37,6 +40,7 @@ usage() {
 	cat >&2 <<EOF
 Usage: ${0##*/} [--cgroup PATH] [--pin-dir DIR] [--quiet]
                [--max-queue SIZE] [--max-tcp-mem SIZE]
+               [--skip-ports LIST] [--skip-cgroup PATH]...
 
 Load the sockops bypass and attach it to a cgroup v2.
 
@@ -53,11 +57,18 @@ Load the sockops bypass and attach it to a cgroup v2.
   --max-tcp-mem SIZE   per host: go by TCP once all TCP sockets together hold
                        SIZE of memory (default: tcp_mem's pressure threshold,
                        $(human_size $(($(tcp_mem 1) * PAGE_SIZE))) here; 0: no guard)
+  --skip-ports LIST    comma-separated TCP ports (at most 64): a connection
+                       whose local or remote port is listed stays on plain
+                       TCP, e.g. a proxy that splices; "" empties the list
+  --skip-cgroup PATH   leave the sockets created in cgroup v2 PATH, or below
+                       it, on plain TCP (repeat for more, at most 16); with
+                       the bypass attached at the root, this keeps one
+                       service out
   -h, --help           this text
 
 SIZE is a number of bytes with an optional K, M or G suffix (powers of 1024).
-Run again on a loaded instance to change --quiet, --max-queue or
---max-tcp-mem in place.
+Run again on a loaded instance to change --quiet, --max-queue, --max-tcp-mem
+or a skip list in place; a skip list applies to new connections.
 EOF
 }
 
@@ -69,6 +80,9 @@ pin=
 trace=1
 max_queue=
 max_tcp_mem=
+skip_ports=()		# set by --skip-ports
+skip_ports_given=0
+skip_cgroups=()		# paths, from --skip-cgroup
 while (($#)); do
 	case $1 in
 	--cgroup)	[[ $# -ge 2 ]] || { usage; exit 2; }; cgroup=$2; shift ;;
@@ -80,6 +94,11 @@ while (($#)); do
 	--max-queue=*)	max_queue=${1#*=} ;;
 	--max-tcp-mem)	[[ $# -ge 2 ]] || { usage; exit 2; }; max_tcp_mem=$2; shift ;;
 	--max-tcp-mem=*) max_tcp_mem=${1#*=} ;;
+	--skip-ports)	[[ $# -ge 2 ]] || { usage; exit 2; }
+			IFS=, read -ra skip_ports <<<"$2"; skip_ports_given=1; shift ;;
+	--skip-ports=*)	IFS=, read -ra skip_ports <<<"${1#*=}"; skip_ports_given=1 ;;
+	--skip-cgroup)	[[ $# -ge 2 ]] || { usage; exit 2; }; skip_cgroups+=("$2"); shift ;;
+	--skip-cgroup=*) skip_cgroups+=("${1#*=}") ;;
 	-h|--help)	usage; exit 0 ;;
 	*)		echo "${0##*/}: unknown option: $1" >&2; usage; exit 2 ;;
 	esac
@@ -108,6 +127,63 @@ cgroup=${cgroup:-$cgroot}
 [[ -d $cgroup && $(stat -f -c %T "$cgroup") == cgroup2fs ]] ||
 	die "--cgroup $cgroup is not a cgroup v2 directory (cgroup v2 is mounted on $cgroot)"
 cgroup=$(realpath "$cgroup")
+
+for port in "${skip_ports[@]}"; do
+	[[ $port =~ ^[0-9]+$ ]] && ((10#$port >= 1 && 10#$port <= 65535)) ||
+		die "--skip-ports: '$port' is not a TCP port (1-65535); give a comma-separated list, e.g. 80,443"
+done
+# The kernel's key for a cgroup is its ID, which is the inode number of its
+# directory.  The root would skip everything: use unload.sh for that.
+skip_cgroup_ids=()
+for cg in "${skip_cgroups[@]}"; do
+	[[ -d $cg && $(stat -f -c %T "$cg") == cgroup2fs ]] ||
+		die "--skip-cgroup $cg is not a cgroup v2 directory (cgroup v2 is mounted on $cgroot)"
+	[[ $(realpath "$cg") != "$(realpath "$cgroot")" ]] ||
+		die "--skip-cgroup $cg is the root cgroup: that would skip every socket"
+	skip_cgroup_ids+=("$(stat -c %i "$cg")")
+done
+
+# set_skip MAP KEYBYTES KEY...: make the skip hash MAP hold exactly the
+# numbers KEY (ports or cgroup IDs); KEYBYTES is u32_bytes or u64_bytes.  A
+# key that stays keeps its count of skipped sockets.  New keys go in before
+# old ones go out, so that a key in both lists is never missing, even for
+# a moment, from a loaded bypass.
+set_skip() {
+	local map=$1 keybytes=$2 key max
+	local -A want=() have=()
+
+	shift 2
+	for key in "$@"; do
+		want[$((10#$key))]=1
+	done
+	max=$(bpftool -j map show pinned "$map" | jq .max_entries)
+	((${#want[@]} <= max)) ||
+		die "${#want[@]} entries for ${map##*/}, which holds at most $max"
+	for key in $(bpftool -j map dump pinned "$map" | jq -r '.[].formatted.key'); do
+		have[$key]=1
+	done
+	for key in "${!want[@]}"; do
+		[[ -n ${have[$key]:-} ]] ||
+			bpftool map update pinned "$map" key $($keybytes "$key") \
+				value $(u64_bytes 0) noexist
+	done
+	for key in "${!have[@]}"; do
+		[[ -n ${want[$key]:-} ]] ||
+			bpftool map delete pinned "$map" key $($keybytes "$key")
+	done
+}
+
+# set_skip_lists DIR: apply --skip-ports and --skip-cgroup to the maps in
+# DIR; a list not given on the command line is left as it is.
+set_skip_lists() {
+	if ((skip_ports_given)); then
+		set_skip "$1/$PIN_SKIP_PORTS" u32_bytes "${skip_ports[@]}"
+	fi
+	if ((${#skip_cgroup_ids[@]})); then
+		set_skip "$1/$PIN_SKIP_CGROUPS" u64_bytes "${skip_cgroup_ids[@]}"
+	fi
+}
+
 # Mount bpffs on /sys/fs/bpf if none is mounted, even when --pin-dir names
 # the directory: pins can only live on a bpffs.
 bpffs=$(bpffs_dir)
@@ -155,6 +231,10 @@ if [[ -e $pin ]]; then
 			die "already loaded from $pin and attached to $where; run unload.sh first, or use another --pin-dir"
 		write_config >/dev/null ||
 			die "cannot update the settings in $pin/$PIN_CONFIG"
+		if ((skip_ports_given || ${#skip_cgroups[@]})); then
+			set_skip_lists "$pin"
+			info "skip lists updated; they apply to new connections"
+		fi
 		info "already loaded: $pin, attached to $cgroup; $(settings)"
 		exit 0
 	fi
@@ -204,6 +284,7 @@ mapfile -t reuse < <(reuse_map_args "$pin")
 run "load $REDIR_OBJ" \
 	bpftool prog load "$REDIR_OBJ" "$pin/$PIN_REDIR" "${reuse[@]}"
 run "write the settings to $pin/$PIN_CONFIG" write_config
+run "fill the skip lists" set_skip_lists "$pin"
 run "attach $PIN_REDIR as sk_msg_verdict" \
 	bpftool prog attach pinned "$pin/$PIN_REDIR" sk_msg_verdict pinned "$pin/$PIN_MAP"
 run "attach $PIN_SOCKOPS to $cgroup" \

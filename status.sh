@@ -54,6 +54,24 @@ if [[ -z $sockops_id || ! -e $pin/$PIN_MAP ]]; then
 	exit 1
 fi
 
+# skip_list MAP: a skip hash as [{key, sockets}], [] if not pinned (a load
+# older than the skip lists).
+skip_list() {
+	bpftool -j map dump pinned "$1" 2>/dev/null |
+		jq -c '[.[].formatted | {key, sockets: .value}] | sort_by(.key)' ||
+		echo '[]'
+}
+
+# The skip cgroups by ID, each with its path if it still exists (the ID is
+# the inode number of its directory).
+skip_cgroups=$(skip_list "$pin/$PIN_SKIP_CGROUPS")
+cgroot=$(findmnt -n -t cgroup2 -o TARGET | head -n 1)
+paths='{}'
+for id in $(jq -r '.[].key' <<<"$skip_cgroups"); do
+	path=$(find "$cgroot" -type d -inum "$id" -print -quit 2>/dev/null || true)
+	paths=$(jq -c --arg id "$id" --arg p "$path" '. + {($id): $p}' <<<"$paths")
+done
+
 # Gather everything into one JSON object; the text form is printed from it.
 status=$(
 	jq -cn \
@@ -69,6 +87,9 @@ status=$(
 		--argjson tcp_pages "$(awk '/^TCP:/ { print $NF }' /proc/net/sockstat)" \
 		--argjson counted "$(kernel_counts_redirected && echo true || echo false)" \
 		--argjson cgroups "$(attached_cgroups "$sockops_id" | jq -R . | jq -s .)" \
+		--argjson skip_ports "$(skip_list "$pin/$PIN_SKIP_PORTS")" \
+		--argjson skip_cgroups "$skip_cgroups" \
+		--argjson paths "$paths" \
 		'{
 			loaded: ($cgroups | length > 0),
 			pin_dir: $pin,
@@ -87,6 +108,10 @@ status=$(
 			}),
 			tcp_mem_now: ($tcp_pages * $page),
 			backlog_now: ($backlog[0].formatted.value.units * 65536),
+			skip_ports: ($skip_ports | map({port: .key, sockets})),
+			skip_cgroups: ($skip_cgroups | map({id: .key,
+				path: ($paths[.key | tostring] | select(. != "") // null),
+				sockets})),
 			counters: ($stats[0].formatted.values | map(.value) |
 				   reduce .[] as $cpu ({}; reduce ($cpu | keys_unsorted[]) as $k
 					(.; .[$k] += $cpu[$k])))
@@ -108,8 +133,19 @@ else
 		"trace:     \(if .trace then "on (trace_bpf_output.sh)" else "off (--quiet)" end)",
 		"queue bound: \(if .config.max_queue > 0 then "\(.config.max_queue | size) per connection" else "none (--max-queue 0)" end)\(if .config.queue_bound_works then "" else " (this kernel may not count redirected bytes: see load.sh)" end)",
 		"host guard:  \(if .config.max_tcp_mem > 0 then "\(.config.max_tcp_mem | size) of TCP memory" else "none (--max-tcp-mem 0)" end) (now: TCP holds \(.tcp_mem_now | size), the bypass queues \(.backlog_now | size))",
+		def n(c): "\(c) socket\(if c == 1 then "" else "s" end)";
+		if (.skip_ports | length) + (.skip_cgroups | length) == 0 then
+			"skip:      none"
+		else
+			(select(.skip_ports | length > 0) |
+			 "skip:      ports " + (.skip_ports |
+				map("\(.port) (\(n(.sockets)))") | join(", "))),
+			(.skip_cgroups[] |
+			 "skip:      cgroup \(.path // "(gone)") (id \(.id)): \(n(.sockets))")
+		end,
 		"counters:",
-		(.counters | to_entries[] | "  \(.key | . + " " * (18 - length)) \(.value)")
+		(.counters | (keys | map(length) | max) as $w | to_entries[] |
+		 "  \(.key | . + " " * ($w + 1 - length)) \(.value)")
 	' <<<"$status"
 fi
 jq -e .loaded >/dev/null <<<"$status"

@@ -10,8 +10,16 @@ source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 readonly BUILD_PKGS="clang llvm libbpf-dev gcc libc6-dev make"
 readonly RUN_PKGS="bpftool iproute2 jq util-linux"
 readonly DEMO_PKGS="iperf3 tcpdump"
-readonly TEST_PKGS="bats sockperf"
+readonly TEST_PKGS="bats sockperf curl strace nginx postgresql redis-server rsync haproxy"
 readonly BENCH_PKGS="sockperf gnuplot-nox"
+
+# Packages of tests/apps.bats whose install starts and enables a system
+# service, and that service's name.  The tests run their own copies on
+# private ports; a service left running would hold ports 80, 5432, 6379...
+# and start at every boot.
+declare -A SERVICES=([nginx]=nginx [postgresql]=postgresql
+	[redis-server]=redis-server [haproxy]=haproxy [rsync]=rsync)
+readonly POLICY_RC=/usr/sbin/policy-rc.d
 
 job=${1:-all}
 case $job in
@@ -57,6 +65,35 @@ if [[ $EUID -ne 0 ]]; then
 fi
 info "installing missing packages: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
+
+# policy-rc.d answering 101 ("action forbidden") stops the maintainer
+# scripts' invoke-rc.d and deb-systemd-invoke from starting any service
+# during the install.  Ours only if there was none, removed when done.
+if [[ ! -e $POLICY_RC ]]; then
+	trap 'rm -f "$POLICY_RC"' EXIT
+	printf '#!/bin/sh\n# deps.sh: start no service while it installs packages\nexit 101\n' \
+		>"$POLICY_RC"
+	chmod 755 "$POLICY_RC"
+fi
 # A fresh machine may have no package lists yet.
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+
+# The services of the packages just installed: stopped if one runs anyway,
+# and not started at boot.  Services installed before are not ours.
+for p in "${missing[@]}"; do
+	svc=${SERVICES[$p]:-}
+	[[ -n $svc ]] || continue
+	if command -v systemctl >/dev/null 2>&1; then
+		# Without a running systemd, "disable" still removes the
+		# links (and the SysV ones, through systemd-sysv-install).
+		if [[ -d /run/systemd/system ]]; then
+			systemctl disable --now --quiet "$svc.service" 2>/dev/null || true
+		else
+			systemctl disable --quiet "$svc.service" 2>/dev/null || true
+		fi
+	elif command -v update-rc.d >/dev/null 2>&1; then
+		update-rc.d "$svc" disable >/dev/null 2>&1 || true
+	fi
+	info "$p: service $svc not started and disabled at boot"
+done
