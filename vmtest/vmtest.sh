@@ -19,7 +19,8 @@
 #
 # VMTEST_MEM (MiB, default 2048), VMTEST_CPUS (2), VMTEST_TIMEOUT (seconds
 # per kernel, default 5400): a guest still running then is stopped and
-# reported as "did not finish".  KVM when /dev/kvm is usable, else TCG.
+# reported as "did not finish"; VMTEST_APPEND: more kernel parameters.
+# KVM when /dev/kvm is usable, else TCG.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
@@ -50,51 +51,6 @@ Run tests/TEST.bats (default: all) inside each Debian kernel PACKAGE
   -h, --help   this text
 EOF
 }
-
-kernels=()
-filter=()
-while getopts k:f:h opt; do
-	case $opt in
-	k)	kernels+=("$OPTARG") ;;
-	f)	filter=(--filter "$OPTARG") ;;
-	h)	usage; exit 0 ;;
-	*)	usage; exit 2 ;;
-	esac
-done
-shift $((OPTIND - 1))
-((${#kernels[@]})) || kernels=(linux-image-amd64 linux-image-6.12-amd64)
-
-# test_file NAME: tests/NAME.bats, or NAME itself if it is a file.
-test_file() {
-	local f
-
-	for f in "$TOP_DIR/tests/$1.bats" "$1"; do
-		[[ -f $f ]] && { realpath "$f"; return; }
-	done
-	die "no test file $1 (nor tests/$1.bats)"
-}
-
-tests=()
-if (($#)); then
-	for t in "$@"; do
-		tests+=("$(test_file "$t")")
-	done
-else
-	tests=("$TOP_DIR"/tests/*.bats)
-fi
-
-need_tools apt-get apt-cache dpkg-deb depmod modprobe cpio busybox \
-	qemu-system-x86_64 timeout flock
-[[ $TOP_DIR != *[[:space:]]* ]] ||
-	die "the repo path '$TOP_DIR' has white space; the guest's command line cannot carry it"
-for f in "$TOP_DIR/bpf_sockops.o" "$TOP_DIR/bpf_redir.o"; do
-	[[ -f $f ]] || die "$f not found: build first with 'make' (the guest cannot write the tree)"
-done
-
-scratch=$(mktemp -d "${TMPDIR:-/tmp}/sockops-vmtest.XXXXXX")
-trap 'rm -rf "$scratch"' EXIT
-mkdir -p "$CACHE"
-exec {use_lock}>"$CACHE/.use.lock"
 
 # real_package PACKAGE: follow a metapackage (linux-image-amd64) to the
 # image package it depends on (linux-image-6.1.0-57-amd64).
@@ -179,7 +135,7 @@ mount -t devtmpfs dev /dev
 for m in $(cat /modules/order); do
 	insmod /modules/$m.ko || echo "initramfs: insmod $m failed"
 done
-opts=trans=virtio,version=9p2000.L,msize=524288
+opts=trans=virtio,version=9p2000.L,msize=512000
 mount -t 9p -o $opts,ro,cache=loose root /newroot &&
 mount -t tmpfs -o mode=755 tmpfs /newroot/run &&
 mkdir /newroot/run/vmtest &&
@@ -199,7 +155,7 @@ EOF
 # run_kernel PACKAGE: boot it, run the tests; its TAP ends in
 # $scratch/KVER/share/tap and its exit status in .../share/rc.
 run_kernel() {
-	local kdir kver share accel
+	local kdir kver share accel t0=$SECONDS
 
 	kdir=$(fetch_kernel "$1")
 	kver=$(ls "$kdir/lib/modules")
@@ -221,34 +177,95 @@ run_kernel() {
 		-m "$MEM" -smp "$CPUS" -nodefaults -no-reboot -nic none \
 		-display none -monitor none -serial stdio \
 		-kernel "$kdir/boot/vmlinuz-$kver" -initrd "$scratch/$kver/initrd" \
-		-append "console=ttyS0 quiet panic=-1 vmtest_init=$GUEST_INIT" \
+		-append "console=ttyS0 quiet panic=-1 ${VMTEST_APPEND:-} vmtest_init=$GUEST_INIT" \
 		-fsdev local,id=root,path=/,readonly=on,security_model=none,multidevs=remap \
 		-device virtio-9p-pci,fsdev=root,mount_tag=root \
 		-fsdev local,id=share,path="$share",security_model=none,multidevs=remap \
 		-device virtio-9p-pci,fsdev=share,mount_tag=share \
 		</dev/null 2>&1 | sed -u "s/\r$//; s/^/[$kver] /" || true
-	echo "$kver" >>"$scratch/ran"
+	echo "$kver $((SECONDS - t0))" >>"$scratch/ran"
 }
 
-for k in "${kernels[@]}"; do
-	run_kernel "$k"
-done
+# test_file NAME: tests/NAME.bats, or NAME itself if it is a file.
+test_file() {
+	local f
 
-# The summary: per kernel, the counts of its TAP, or why there are none.
-echo "== vmtest summary: ${tests[*]##*/}"
-bad=0
-while read -r kver; do
-	tap=$scratch/$kver/share/tap
-	plan=$(sed -n 's/^1\.\.//p' "$tap" 2>/dev/null | head -n 1)
-	ok=$(grep -cE '^ok ' "$tap" 2>/dev/null) || true
-	skip=$(grep -cE '^ok .* # skip' "$tap" 2>/dev/null) || true
-	fail=$(grep -cE '^not ok ' "$tap" 2>/dev/null) || true
-	line="== vmtest $kver: $((ok - skip)) passed, $fail failed, $skip skipped"
-	if [[ ! -f $scratch/$kver/share/rc ]]; then
-		line+=", did not finish ($((ok + fail)) of ${plan:-?} ran)"
-		bad=1
+	for f in "$TOP_DIR/tests/$1.bats" "$1"; do
+		[[ -f $f ]] && { realpath "$f"; return; }
+	done
+	die "no test file $1 (nor tests/$1.bats)"
+}
+
+# summary: per kernel, the counts of its TAP (the file, not the console,
+# where kernel messages may interleave), or why it has none.  Fails if a
+# test failed or a guest did not finish.
+summary() {
+	local kver secs tap plan ok skip fail line bad=0
+
+	echo "== vmtest summary: ${tests[*]##*/}"
+	while read -r kver secs; do
+		tap=$scratch/$kver/share/tap
+		plan=$(sed -n 's/^1\.\.//p' "$tap" 2>/dev/null | head -n 1)
+		ok=$(grep -cE '^ok ' "$tap" 2>/dev/null) || true
+		skip=$(grep -cE '^ok .* # skip' "$tap" 2>/dev/null) || true
+		fail=$(grep -cE '^not ok ' "$tap" 2>/dev/null) || true
+		line="== vmtest $kver: $((ok - skip)) passed, $fail failed, $skip skipped"
+		line+=" in $((secs / 60)) min $((secs % 60)) s"
+		if [[ ! -f $scratch/$kver/share/rc ]]; then
+			line+=", did not finish ($((ok + fail)) of ${plan:-?} ran)"
+			bad=1
+		fi
+		((fail == 0)) || bad=1
+		echo "$line"
+	done <"$scratch/ran"
+	return $bad
+}
+
+main() {
+	local k t f
+
+	kernels=()
+	filter=()
+	[[ ${1:-} != --help ]] || { usage; exit 0; }
+	while getopts k:f:h opt; do
+		case $opt in
+		k)	kernels+=("$OPTARG") ;;
+		f)	filter=(--filter "$OPTARG") ;;
+		h)	usage; exit 0 ;;
+		*)	usage; exit 2 ;;
+		esac
+	done
+	shift $((OPTIND - 1))
+	((${#kernels[@]})) || kernels=(linux-image-amd64 linux-image-6.12-amd64)
+
+	tests=()
+	if (($#)); then
+		for t in "$@"; do
+			tests+=("$(test_file "$t")")
+		done
+	else
+		tests=("$TOP_DIR"/tests/*.bats)
 	fi
-	((fail == 0)) || bad=1
-	echo "$line"
-done <"$scratch/ran"
-exit $bad
+
+	need_tools apt-get apt-cache dpkg-deb depmod modprobe cpio busybox \
+		qemu-system-x86_64 timeout flock
+	[[ $TOP_DIR != *[[:space:]]* ]] ||
+		die "the repo path '$TOP_DIR' has white space; the guest's command line cannot carry it"
+	for f in "$TOP_DIR/bpf_sockops.o" "$TOP_DIR/bpf_redir.o"; do
+		[[ -f $f ]] || die "$f not found: build first with 'make' (the guest cannot write the tree)"
+	done
+
+	scratch=$(mktemp -d "${TMPDIR:-/tmp}/sockops-vmtest.XXXXXX")
+	trap 'rm -rf "$scratch"' EXIT
+	mkdir -p "$CACHE"
+	exec {use_lock}>"$CACHE/.use.lock"
+
+	for k in "${kernels[@]}"; do
+		run_kernel "$k"
+	done
+	summary
+}
+
+# All in functions: bash has read the whole script before it runs, so an
+# edit during a long run cannot change what this run does.
+main "$@"
