@@ -11,6 +11,7 @@
 # file) with the objects and tools built here, prints TAP on the console,
 # and writes it to a writable share.  Then a summary, one line per kernel;
 # the exit status is non-zero if a test failed or a guest did not finish.
+# The guest reads this tree as it is: do not rebuild it during a run.
 #
 # Cache: $VMTEST_CACHE, else /var/cache/sockops-vmtest for root (else
 # ~/.cache/sockops-vmtest).  One directory per kernel package and version,
