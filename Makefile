@@ -7,6 +7,8 @@
 # make demo       iperf3 with and without the bypass, side by side (root)
 # make bench      the benchmark: TCP, bypass, Unix sockets (root; QUICK=1)
 # make deps       install what is missing (root), else list it
+# make vmtest     the suite inside Debian's kernels under qemu (root):
+#                 KERNELS="linux-image-amd64 ..." TESTS="core faults"
 #
 # MAX_ENTRIES=n sets the sockhash capacity; OUTPUT=dir puts the BPF objects
 # elsewhere (make bpf OUTPUT=/tmp/x MAX_ENTRIES=4, then load.sh with
@@ -49,7 +51,7 @@ endif
 .DELETE_ON_ERROR:
 all: bpf $(PROGS)
 
-.PHONY: all bpf clean check test demo bench deps FORCE
+.PHONY: all bpf clean check test vmtest demo bench deps FORCE
 
 bpf: $(BPF_OBJS)
 
@@ -85,6 +87,11 @@ check: $(BPF_OBJS)
 # Each job first installs what it needs (deps-*), then builds.
 test: deps-test all
 	$(Q)bats --timing tests
+
+# The guest sees this tree read-only: everything is built here first.
+KERNELS ?= linux-image-amd64 linux-image-6.12-amd64
+vmtest: deps-vmtest all
+	$(Q)./vmtest/vmtest.sh $(addprefix -k ,$(KERNELS)) $(TESTS)
 
 demo: deps-demo all
 	$(Q)scripts/demo.sh

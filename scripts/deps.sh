@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# deps.sh [build|demo|test|bench|all] - install the Debian/Ubuntu packages a
-# job needs.  As root it installs what is missing with apt-get, saying so;
-# otherwise it prints the exact command to run.
+# deps.sh [build|demo|test|vmtest|bench|all] - install the Debian/Ubuntu
+# packages a job needs.  As root it installs what is missing with apt-get,
+# saying so; otherwise it prints the exact command to run.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
@@ -12,6 +12,7 @@ readonly RUN_PKGS="bpftool iproute2 jq util-linux"
 readonly DEMO_PKGS="iperf3 tcpdump"
 readonly TEST_PKGS="bats sockperf curl strace nginx postgresql redis-server rsync haproxy"
 readonly BENCH_PKGS="sockperf gnuplot-nox"
+readonly VMTEST_PKGS="qemu-system-x86 busybox-static kmod cpio xz-utils"
 
 # Packages of tests/apps.bats whose install starts and enables a system
 # service, and that service's name.  The tests run their own copies on
@@ -26,9 +27,10 @@ case $job in
 build)	want="$BUILD_PKGS" ;;
 demo)	want="$BUILD_PKGS $RUN_PKGS $DEMO_PKGS" ;;
 test)	want="$BUILD_PKGS $RUN_PKGS $DEMO_PKGS $TEST_PKGS" ;;
+vmtest)	want="$BUILD_PKGS $RUN_PKGS $DEMO_PKGS $TEST_PKGS $VMTEST_PKGS" ;;
 bench)	want="$BUILD_PKGS $RUN_PKGS $DEMO_PKGS $BENCH_PKGS" ;;
 all)	want="$BUILD_PKGS $RUN_PKGS $DEMO_PKGS $TEST_PKGS $BENCH_PKGS" ;;
-*)	echo "Usage: ${0##*/} [build|demo|test|bench|all]" >&2; exit 2 ;;
+*)	echo "Usage: ${0##*/} [build|demo|test|vmtest|bench|all]" >&2; exit 2 ;;
 esac
 
 installed() {

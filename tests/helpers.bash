@@ -60,6 +60,13 @@ common_teardown() {
 	fi
 }
 
+# kernel_before VERSION: true if the running kernel is older than VERSION
+# (e.g. 6.10).  For an expectation that depends on a change in the kernel,
+# which the caller names.
+kernel_before() {
+	[[ $(printf '%s\n' "$1" "$(uname -r)" | sort -V | head -n 1) != "$1" ]]
+}
+
 setup() { common_setup; }
 teardown() { common_teardown; }
 

@@ -218,8 +218,15 @@ EOF
 	SOCKOPS_OBJ_DIR=$TMP/obj run "$TOP/load.sh" --cgroup "$TEST_CG"
 	echo "$output"
 	((status != 0))
-	# The verifier's own reason ...
-	[[ $output == *"program of this type cannot use helper bpf_msg_redirect_hash"* ]]
+	# The verifier's own reason.  Linux 6.10 reworded it (786bf0e7e2ec
+	# "bpf: improve error message for unsupported helper"); before, it
+	# said "unknown func", unless the distribution backported the change
+	# (Debian 12's 6.1 did not, Ubuntu 24.04's 6.8 did) ...
+	if kernel_before 6.10 && [[ $output == *"unknown func "* ]]; then
+		[[ $output == *"unknown func bpf_msg_redirect_hash#"* ]]
+	else
+		[[ $output == *"program of this type cannot use helper bpf_msg_redirect_hash#"* ]]
+	fi
 	# ... then ours: the minimum kernel, this kernel, and the rollback.
 	[[ $output == *"the kernel's verifier rejected the program"* ]]
 	[[ $output == *"needs Linux >= 6.1"* ]]
