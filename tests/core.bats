@@ -40,12 +40,19 @@ iperf_redirected() {
 	# over, which can be before the last redirected bytes are read: the
 	# counters and tests/probes/xfer account for every byte.
 	((got > 0 && got <= sent))
+	(($(lo_syn_packets) == 4))
+	(($(counter sockets_inserted) == 4))
+	if kernel_before 6.5 && (($(counter latched_no_peer) > 0)); then
+		# A connection raced (helpers.bash): its client's bytes went
+		# by TCP, on lo.
+		echo "raced (Linux < 6.5): $(counter latched_no_peer) connection(s)"
+		((redirected + $(counter bytes_passed) >= sent))
+		return
+	fi
 	((redirected >= sent))
 	((data == 0))
 	# 3 + 4 packets per connection at most, some ACKs of FINs coalesced.
 	(($(lo_packets) <= 14))
-	(($(lo_syn_packets) == 4))
-	(($(counter sockets_inserted) == 4))
 	(($(counter msgs_passed) == 0))
 }
 
@@ -88,20 +95,27 @@ iperf_redirected() {
 	spawn xfer-recv "$XFER" recv -b :: -p "$PORT"
 	wait_port "$PORT"
 	run in_cg "$XFER" send -a 127.0.0.1 -p "$PORT" -B 1000000000 -R 100000000
-	echo "$output"
+	echo "$output" | tee "$TMP/xfer-send.out"
 	[[ $status -eq 0 ]]
 	[[ $output == *"ok=1 bad=0 bytes_out=1000000000 bytes_in=100000000"* ]]
 	wait "$LAST_PID"
 	grep -q "ok=1 bad=0 bytes_in=1000000000 bytes_out=100000000" "$TMP/xfer-recv.out"
 	# Every byte and the 24-byte header went socket to socket, unless a
 	# reader fell more than the queue bound behind (a busy or small host):
-	# then that direction went on by TCP, and is counted so.
+	# then that direction went on by TCP, and is counted so.  What the
+	# counters passed is what the two ends saw come by TCP.
 	passed=$(counter bytes_passed)
-	latched=$(($(counter latched_queue) + $(counter latched_tcp_mem)))
-	echo "redirected=$(counter bytes_redirected) passed=$passed latched=$latched"
+	latched=$(($(counter latched_queue) + $(counter latched_tcp_mem) + $(counter latched_backlog)))
+	echo "redirected=$(counter bytes_redirected) passed=$passed latched=$latched" \
+		"by TCP: $(tcp_in xfer-send xfer-recv)"
+	((passed == $(tcp_in xfer-send xfer-recv)))
 	(($(counter bytes_redirected) + passed == 1000000000 + 100000000 + 24))
+	if kernel_before 6.5; then	# a race (helpers.bash) latches too
+		latched=$((latched + $(counter latched_no_peer)))
+	else
+		(($(counter latched_no_peer) == 0))
+	fi
 	((latched <= 2 && (passed == 0) == (latched == 0)))
-	(($(counter latched_no_peer) == 0))
 }
 
 @test "trace lines show the real client and server ports of a connection" {

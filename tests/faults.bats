@@ -102,7 +102,7 @@ elapsed() {
 	recv_in r2 $((PORT + 2))
 	send_in s2 $((PORT + 2)) -B 1000000 -R 1000000
 	xfer_finish s2 r2
-	(($(counter bytes_redirected) == 2000024))
+	expect_xfer_split 2000024 0 s2 r2
 }
 
 @test "churn: 10,000 short connections, 8 at a time, all intact through the bypass, map empty after" {
@@ -120,8 +120,7 @@ elapsed() {
 	(($(counter insert_failed) == 0))
 	# Every message of every connection (header, 1000 bytes each way)
 	# went through the bypass.
-	(($(counter bytes_redirected) == n * (1000 + 1000 + 24)))
-	(($(counter bytes_passed) == 0))
+	expect_split $((n * (1000 + 1000 + 24))) $((1000 + 24))
 	# Closed sockets leave the sockhash.
 	wait_entries 0
 }
@@ -144,13 +143,25 @@ elapsed() {
 	((sent >= size))
 	# 16 data connections and the control connection, both ends each.
 	(($(counter sockets_inserted) == 34))
-	(($(counter bytes_redirected) >= sent))
+	if kernel_before 6.5 && (($(counter latched_no_peer) > 0)); then
+		# A connection raced (helpers.bash): by TCP, but counted.
+		(($(counter bytes_redirected) + $(counter bytes_passed) >= sent))
+	else
+		(($(counter bytes_redirected) >= sent))
+	fi
 
+	# From here on, the counters grow by exactly the checksummed bytes.
+	local redirected0 passed0 raced0
+	redirected0=$(counter bytes_redirected)
+	passed0=$(counter bytes_passed)
+	raced0=$(counter latched_no_peer)
 	recv_in r $((PORT + 1)) -n 8
 	send_in s $((PORT + 1)) -C 8 -P 8 -B $((12 * MiB)) -R $((12 * MiB))
 	xfer_finish s r
-	(($(counter bytes_redirected) >= sent + 8 * (24 * MiB + 24)))
-	(($(counter bytes_passed) == 0))
+	(($(counter bytes_passed) - passed0 == $(tcp_in s r)))
+	(($(counter bytes_redirected) - redirected0 == 8 * (24 * MiB + 24) - $(tcp_in s r)))
+	kernel_before 6.5 || (($(counter latched_no_peer) == raced0))
+	(($(tcp_in s r) == 0 || $(counter latched_no_peer) > raced0))
 }
 
 @test "unload.sh during a 2 GiB each way checksummed transfer: it completes intact" {
@@ -192,16 +203,26 @@ tcp_mem_mib() {
 	awk '/^TCP:/ { print int($NF * 4096 / 1048576) }' /proc/net/sockstat
 }
 
-# slow_reader: a receiver that stops reading for 3 s after its first MiB,
-# and a sender of 256 MiB; sets taken (bytes the sender got rid of while
-# the reader slept) and mem0/mem1 (TCP memory before and then).
+# slow_reader: a receiver that stops reading after its first MiB, and a
+# sender of 256 MiB.  Once the sender is held back (what it got rid of, by
+# the bypass or by TCP, stayed the same for a second), the reader goes on.
+# Sets taken (bytes the sender got rid of meanwhile) and mem0/mem1 (TCP
+# memory before and then).
 slow_reader() {
+	local now
+
 	mem0=$(tcp_mem_mib)
-	recv_in r "$PORT" -z 3000
+	recv_in r "$PORT" -Z "$TMP/go"
 	send_in s "$PORT" -B $((256 * MiB)) -R 0
-	sleep 2
-	taken=$(($(counter bytes_redirected) + $(counter bytes_passed)))
+	taken=0
+	for _ in $(seq 60); do
+		sleep 1
+		now=$(($(counter bytes_redirected) + $(counter bytes_passed)))
+		((now > 0 && now == taken)) && break
+		taken=$now
+	done
 	mem1=$(tcp_mem_mib)
+	touch "$TMP/go"
 	echo "while the reader slept: the sender got rid of $((taken / MiB)) MiB;" \
 		"TCP memory $mem0 -> $mem1 MiB (all sockets of the host)"
 }

@@ -100,8 +100,7 @@ attached_ids() {
 	send_in s "$NS" "$PORT" -B 8000000 -R 4000000
 	xfer_finish s r
 	# Both directions and the 24-byte header, all through the bypass.
-	(($(counter bytes_redirected) == 8000000 + 4000000 + 24))
-	(($(counter bytes_passed) == 0))
+	expect_xfer_split $((8000000 + 4000000 + 24)) 0 s r
 	(($(counter sockets_inserted) == 2))
 	(($(map_entries) == 0))
 }
@@ -113,10 +112,10 @@ attached_ids() {
 	one_port "$a" $((PORT + 9))
 	one_port "$b" $((PORT + 9))
 	load_bypass
-	# The receivers stop reading for 2 s after their first MiB, so both
-	# connections are open at once.
-	recv_in ra "$a" "$PORT" -z 2000
-	recv_in rb "$b" "$PORT" -z 2000
+	# The receivers stop reading after their first MiB until $TMP/go
+	# exists, so both connections are open at once.
+	recv_in ra "$a" "$PORT" -Z "$TMP/go"
+	recv_in rb "$b" "$PORT" -Z "$TMP/go"
 	send_in sa "$a" "$PORT" -B 16000000 -R 8000000 -s 1
 	send_in sb "$b" "$PORT" -B 8000000 -R 16000000 -s 2
 	# Both clients are connected, with the same tuple.
@@ -129,11 +128,12 @@ attached_ids() {
 	echo "tuple in $a: $ta; in $b: $tb"
 	[[ $ta == "127.0.0.1:$((PORT + 9)) 127.0.0.1:$PORT" ]]
 	[[ $tb == "$ta" ]]
+	touch "$TMP/go"
 	xfer_finish sa ra sb rb
 	# Both connections went through the bypass, each to its own peer.
 	(($(counter sockets_inserted) == 4))
 	(($(counter insert_failed) == 0))
-	(($(counter bytes_redirected) == 2 * (24000000 + 24)))
+	expect_xfer_split $((2 * (24000000 + 24))) 0 sa ra sb rb
 }
 
 @test "identical four-tuples in two namespaces never cross, whatever the order of connect, half-close and close" {
@@ -164,38 +164,41 @@ attached_ids() {
 	xfer_finish sa2 ra2 sb2 rb2
 	total=$((total + 2 * (16000000 + 24)))
 
-	# 3. B connects and stalls (its reader sleeps 2 s); A connects,
-	# streams both ways and closes while B is open; then B finishes.
+	# 3. B connects and stalls (its reader waits for $TMP/go3); A
+	# connects, streams both ways and closes while B is open; then B
+	# finishes.
 	p=$((PORT + 2))
-	recv_in rb3 "$b" $p -z 2000
+	recv_in rb3 "$b" $p -Z "$TMP/go3"
 	recv_in ra3 "$a" $p
 	send_in sb3 "$b" $p -B 8000000 -R 8000000 -s 31
 	send_in sa3 "$a" $p -B 4000000 -R 4000000 -s 32
 	xfer_finish sa3 ra3
 	kill -0 "${XPID[sb3]}"		# B is still open after A closed
+	touch "$TMP/go3"
 	xfer_finish sb3 rb3
 	total=$((total + 2 * (8000000 + 4000000 + 24)))
 
-	# 4. A's client sends, half-closes and closes while A's server, asleep
-	# for 2.5 s, still holds its end and the bytes queued for it; then B
-	# connects with the same tuple.  B's client key is free again, A's
+	# 4. A's client sends, half-closes and closes while A's server, not
+	# reading until $TMP/go4 exists, still holds its end and the bytes
+	# queued for it; then B connects with the same tuple.  B's client key is free again, A's
 	# server key is not: only the netns cookie tells B's peer from A's.
 	p=$((PORT + 3))
-	recv_in ra4 "$a" $p -z 2500
+	recv_in ra4 "$a" $p -Z "$TMP/go4"
 	recv_in rb4 "$b" $p
 	send_in sa4 "$a" $p -B 4000000 -R 0 -s 41
 	xfer_finish sa4
 	send_in sb4 "$b" $p -B 4000000 -R 4000000 -s 42
 	xfer_finish sb4 rb4
 	kill -0 "${XPID[ra4]}"		# A's server was open all along
+	touch "$TMP/go4"
 	xfer_finish ra4
 	total=$((total + 4000000 + 24 + 8000000 + 24))
 
 	# Every connection went through the bypass; none fell back to TCP.
 	(($(counter sockets_inserted) == 16))
 	(($(counter insert_failed) == 0))
-	(($(counter bytes_redirected) == total))
-	(($(counter bytes_passed) == 0))
+	expect_xfer_split "$total" 0 sa1 ra1 sb1 rb1 sa2 ra2 sb2 rb2 sa3 ra3 sb3 rb3 \
+		sa4 ra4 sb4 rb4
 	(($(map_entries) == 0))
 }
 
@@ -209,15 +212,17 @@ attached_ids() {
 	one_port "$ns" $((PORT + 9))
 	load_bypass
 	# Connection 1: the server sends nothing back, so it sends the first
-	# FIN; it sleeps 4 s after its first MiB, holding its socket open
-	# after both FINs.
-	recv_in r "$ns" "$PORT" -n 2 -z 4000
+	# FIN; it stops reading after its first MiB until $TMP/go exists,
+	# holding its socket open after both FINs.
+	recv_in r "$ns" "$PORT" -n 2 -Z "$TMP/go"
 	send_in s1 "$ns" "$PORT" -B 2000000 -R 0 -s 1
 	xfer_finish s1
 	# Connection 2, from the same port, once TIME_WAIT may be reused.
 	sleep 1.5
 	send_in s2 "$ns" "$PORT" -B 2000000 -R 0 -s 2
-	xfer_finish s2 r
+	xfer_finish s2
+	touch "$TMP/go"
+	xfer_finish r
 }
 
 # ---------------------------------------------------------------------------
@@ -249,8 +254,8 @@ lo_rx_bytes() {
 	# The inside end of each was inserted, found no peer, and passed
 	# everything it sent to TCP.
 	(($(counter sockets_inserted) == 2))
-	(($(counter bytes_redirected) == 0))
-	(($(counter bytes_passed) == 2 * len + 24))
+	# What they passed is what their outside peers got by TCP.
+	expect_xfer_split $((2 * len + 24)) $((2 * len + 24)) s1 r2
 }
 
 @test "with both ends inside the cgroup lo carries no payload (the measure used above)" {
@@ -262,9 +267,9 @@ lo_rx_bytes() {
 	xfer_finish s r
 	lo_bytes=$(lo_rx_bytes "$ns")
 	echo "bytes on lo: $lo_bytes"
-	# Handshake and teardown only.
-	((lo_bytes < 4096))
-	(($(counter bytes_redirected) == 2 * len + 24))
+	expect_xfer_split $((2 * len + 24)) 0 s r
+	# Handshake and teardown only (but for a race, helpers.bash).
+	(($(tcp_in s r) > 0 || lo_bytes < 4096))
 }
 
 # ---------------------------------------------------------------------------
@@ -283,14 +288,14 @@ lo_rx_bytes() {
 	recv_in r1 "$NS" "$PORT"
 	send_in s1 "$NS" "$PORT" -B $len -R $len
 	xfer_finish s1 r1
-	(($(stat_of "$pin1" bytes_redirected) == 2 * len + 24))
+	SOCKOPS_PIN_DIR=$pin1 expect_xfer_split $((2 * len + 24)) 0 s1 r1
 	(($(stat_of "$pin2" sockets_inserted) == 0))
 
 	# Inside the second: the second instance only.
 	xfer_start r2 "$cg2" "$NS" recv $((PORT + 1))
 	xfer_start s2 "$cg2" "$NS" send $((PORT + 1)) -B $len -R $len
 	xfer_finish s2 r2
-	(($(stat_of "$pin2" bytes_redirected) == 2 * len + 24))
+	SOCKOPS_PIN_DIR=$pin2 expect_xfer_split $((2 * len + 24)) 0 s2 r2
 	(($(stat_of "$pin1" sockets_inserted) == 2))
 
 	# Across the two: each end is in a different sockhash, so neither
@@ -298,10 +303,8 @@ lo_rx_bytes() {
 	recv_in r3 "$NS" $((PORT + 2))
 	xfer_start s3 "$cg2" "$NS" send $((PORT + 2)) -B $len -R $len
 	xfer_finish s3 r3
-	(($(stat_of "$pin1" bytes_passed) == len))
-	(($(stat_of "$pin2" bytes_passed) == len + 24))
-	(($(stat_of "$pin1" bytes_redirected) == 2 * len + 24))
-	(($(stat_of "$pin2" bytes_redirected) == 2 * len + 24))
+	SOCKOPS_PIN_DIR=$pin1 expect_xfer_split $((3 * len + 24)) $len s1 r1 s3
+	SOCKOPS_PIN_DIR=$pin2 expect_xfer_split $((3 * len + 48)) $((len + 24)) s2 r2 r3
 
 	# Unloading the second leaves the first attached and working.
 	id1=$(attached_ids "$TEST_CG")
@@ -312,7 +315,7 @@ lo_rx_bytes() {
 	recv_in r4 "$NS" $((PORT + 3))
 	send_in s4 "$NS" $((PORT + 3)) -B $len
 	xfer_finish s4 r4
-	(($(stat_of "$pin1" bytes_redirected) == 3 * len + 48))
+	SOCKOPS_PIN_DIR=$pin1 expect_xfer_split $((4 * len + 48)) $len s1 r1 s3 s4 r4
 }
 
 # The kernel runs a child cgroup's sock_ops programs before its parent's,
@@ -333,7 +336,7 @@ lo_rx_bytes() {
 	xfer_start r1 "$inner" "$NS" recv "$PORT"
 	xfer_start s1 "$inner" "$NS" send "$PORT" -B $len -R $len
 	xfer_finish s1 r1
-	(($(stat_of "$pin2" bytes_redirected) == 2 * len + 24))
+	SOCKOPS_PIN_DIR=$pin2 expect_xfer_split $((2 * len + 24)) 0 s1 r1
 	(($(stat_of "$pin1" insert_failed) == 2))
 	(($(stat_of "$pin1" bytes_redirected) == 0))
 
@@ -341,15 +344,14 @@ lo_rx_bytes() {
 	recv_in r2 "$NS" $((PORT + 1))
 	send_in s2 "$NS" $((PORT + 1)) -B $len -R $len
 	xfer_finish s2 r2
-	(($(stat_of "$pin1" bytes_redirected) == 2 * len + 24))
+	SOCKOPS_PIN_DIR=$pin1 expect_xfer_split $((2 * len + 24)) 0 s2 r2
 
 	# One end in each: plain TCP, intact.
 	recv_in r3 "$NS" $((PORT + 2))
 	xfer_start s3 "$inner" "$NS" send $((PORT + 2)) -B $len -R $len
 	xfer_finish s3 r3
-	(($(stat_of "$pin2" bytes_redirected) == 2 * len + 24))
-	(($(stat_of "$pin1" bytes_redirected) == 2 * len + 24))
-	(($(stat_of "$pin1" bytes_passed) + $(stat_of "$pin2" bytes_passed) == 2 * len + 24))
+	SOCKOPS_PIN_DIR=$pin1 expect_xfer_split $((3 * len + 24)) $len s2 r2 s3
+	SOCKOPS_PIN_DIR=$pin2 expect_xfer_split $((3 * len + 48)) $((len + 24)) s1 r1 r3
 }
 
 @test "a second load on the same pin dir with another cgroup refuses and changes nothing" {
@@ -449,7 +451,7 @@ assert_foreign_grows() {
 	(($(bpftool -j cgroup show "$TEST_CG" | jq length) == 2))
 	assert_foreign_grows $((PORT + 1))
 	# ... while ours accelerates the same connection.
-	(($(counter bytes_redirected) == 2000024))
+	expect_xfer_split 2000024 0 "s$((PORT + 1))" "r$((PORT + 1))"
 
 	"$TOP/unload.sh"
 	[[ $(attached_ids "$TEST_CG") == "$FOREIGN_ID" ]]
@@ -460,7 +462,7 @@ assert_foreign_grows() {
 	load_bypass
 	foreign_load multi
 	assert_foreign_grows "$PORT"
-	(($(counter bytes_redirected) == 2000024))
+	expect_xfer_split 2000024 0 "s$PORT" "r$PORT"
 
 	"$TOP/unload.sh"
 	[[ $(attached_ids "$TEST_CG") == "$FOREIGN_ID" ]]
@@ -483,9 +485,9 @@ assert_foreign_grows() {
 # Connections that span load and unload
 
 @test "a connection opened before load.sh stays plain TCP and intact; the next one is accelerated" {
-	# The receiver sleeps 2 s after its first MiB: the connection is
-	# established and busy when load.sh runs.
-	recv_in r "$NS" "$PORT" -z 2000
+	# The receiver stops reading after its first MiB until $TMP/go
+	# exists: the connection is established and busy when load.sh runs.
+	recv_in r "$NS" "$PORT" -Z "$TMP/go"
 	send_in s "$NS" "$PORT" -B 64000000 -R 64000000
 	for _ in $(seq 100); do
 		[[ -n $(ip netns exec "$NS" ss -Htn state established "( dport = :$PORT )") ]] && break
@@ -493,13 +495,14 @@ assert_foreign_grows() {
 	done
 	[[ -n $(ip netns exec "$NS" ss -Htn state established "( dport = :$PORT )") ]]
 	load_bypass
+	touch "$TMP/go"
 	xfer_finish s r
 	# It was never put in the sockhash: sk_msg never ran for it.
 	(($(counter sockets_inserted) == 0))
 	(($(counter msgs_redirected) + $(counter msgs_passed) == 0))
 
 	one_xfer $((PORT + 1))
-	(($(counter bytes_redirected) == 2000024))
+	expect_xfer_split 2000024 0 "s$((PORT + 1))" "r$((PORT + 1))"
 }
 
 @test "a connection open across unload.sh keeps its bypass and its queued bytes; the kernel frees the programs when it closes" {
@@ -510,9 +513,10 @@ assert_foreign_grows() {
 	redir_id=$(prog_id "$SOCKOPS_PIN_DIR/$PIN_REDIR")
 	map_id=$(bpftool -j map show pinned "$SOCKOPS_PIN_DIR/$PIN_MAP" | jq .id)
 
-	# The receiver sleeps 4 s after its first MiB, so redirected bytes
-	# wait, unread, in its queue when unload.sh runs.
-	recv_in r "$NS" "$PORT" -z 4000
+	# The receiver stops reading after its first MiB until $TMP/go
+	# exists, so redirected bytes wait, unread, in its queue when
+	# unload.sh runs.
+	recv_in r "$NS" "$PORT" -Z "$TMP/go"
 	send_in s "$NS" "$PORT" -B 64000000 -R 64000000
 	for _ in $(seq 100); do
 		(($(counter bytes_redirected) > 2 * 1048576)) && break
@@ -528,6 +532,7 @@ assert_foreign_grows() {
 	bpftool prog show id "$redir_id"
 	bpftool map show id "$map_id"
 
+	touch "$TMP/go"
 	xfer_finish s r
 
 	# Closed: the kernel frees the program and the map.

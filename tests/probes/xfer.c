@@ -3,7 +3,7 @@
  * xfer - checksummed TCP transfers, to prove the bypass loses, reorders and
  * corrupts nothing.
  *
- *   xfer recv [-b ADDR] -p PORT [-n CONNS] [-z MS]
+ *   xfer recv [-b ADDR] -p PORT [-n CONNS] [-z MS | -Z FILE]
  *   xfer send [-a ADDR] -p PORT [-B BYTES] [-R BYTES] [-P STREAMS] [-C CONNS]
  *             [-l WRITE_SIZE] [-s SEED]
  *
@@ -18,11 +18,17 @@
  * summary line and exits 0 only if every connection was intact.  "send" runs
  * STREAMS threads (-P) that make CONNS connections (-C) in all, one after the
  * other per thread.  -z MS makes the receiver stop reading for MS ms after
- * its first MiB, as a slow reader would.
+ * its first MiB, as a slow reader would; -Z FILE makes it stop until FILE
+ * exists, so that a test decides when it reads on.
+ *
+ * Each summary line also says how many of the bytes this end received came
+ * by TCP (tcp_in=): TCP_INFO's tcpi_bytes_received counts only what TCP
+ * itself carried, so it is 0 for a connection the bypass carried, and the
+ * tests hold the bypass's counters to it.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
+#include <linux/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -49,6 +55,7 @@ struct opts {
 	int port;
 	uint64_t fwd, back;
 	int streams, conns, wsize, pause_ms;
+	const char *pause_file;
 	uint32_t seed;
 };
 
@@ -58,7 +65,7 @@ static struct opts o = {
 };
 
 static atomic_int next_conn, n_ok, n_bad;
-static atomic_ullong bytes_in, bytes_out;
+static atomic_ullong bytes_in, bytes_out, tcp_in;
 
 /* One direction of a stream: how far it got and its pattern seed. */
 struct dir {
@@ -89,14 +96,40 @@ static bool fill_addr(const char *addr, int port, struct sockaddr_storage *ss,
 }
 
 /*
+ * Add what TCP itself delivered to fd, once it has read EOF, to tcp_in.
+ * tcpi_bytes_received follows rcv_nxt, which also counts the FIN (it comes
+ * by TCP even when the bytes did not): take it out.
+ */
+static void count_tcp_in(int fd)
+{
+	struct tcp_info ti = {};
+	socklen_t len = sizeof(ti);
+
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len))
+		die("xfer: TCP_INFO");
+	atomic_fetch_add(&tcp_in, ti.tcpi_bytes_received - 1);
+}
+
+/* The slow reader's pause: -z MS, or until -Z FILE exists. */
+static void pause_reading(void)
+{
+	if (!o.pause_file) {
+		usleep(o.pause_ms * 1000);
+		return;
+	}
+	while (access(o.pause_file, F_OK))
+		usleep(10 * 1000);
+}
+
+/*
  * Send tx and receive rx at the same time on one blocking socket, using
  * poll() and MSG_DONTWAIT, so that neither end can deadlock the other with
  * full buffers.  Returns 0 if rx arrived whole and intact, then EOF.
  */
-static int stream(int fd, struct dir *tx, struct dir *rx, int wsize, int pause_ms)
+static int stream(int fd, struct dir *tx, struct dir *rx, int wsize, bool pause)
 {
 	static __thread unsigned char out[BUF_SIZE], in[BUF_SIZE], exp[BUF_SIZE];
-	bool paused = !pause_ms, wr_shut = false, eof = false;
+	bool paused = !pause, wr_shut = false, eof = false;
 
 	while (!eof || !wr_shut) {
 		struct pollfd p = { .fd = fd };
@@ -151,7 +184,7 @@ static int stream(int fd, struct dir *tx, struct dir *rx, int wsize, int pause_m
 			}
 			if (!paused && rx->done >= (1 << 20)) {
 				paused = true;
-				usleep(pause_ms * 1000);
+				pause_reading();
 			}
 		}
 	}
@@ -160,6 +193,7 @@ static int stream(int fd, struct dir *tx, struct dir *rx, int wsize, int pause_m
 			(unsigned long long)rx->done, (unsigned long long)rx->want);
 		return -1;
 	}
+	count_tcp_in(fd);
 	return 0;
 }
 
@@ -175,7 +209,7 @@ static void *serve_one(void *arg)
 	} else {
 		rx = (struct dir){ .seed = h.seed, .want = h.fwd };
 		tx = (struct dir){ .seed = ~h.seed, .want = h.back };
-		ok = stream(fd, &tx, &rx, o.wsize, o.pause_ms);
+		ok = stream(fd, &tx, &rx, o.wsize, o.pause_ms || o.pause_file);
 	}
 	close(fd);
 	atomic_fetch_add(ok ? &n_bad : &n_ok, 1);
@@ -221,8 +255,8 @@ static int do_recv(void)
 	}
 	for (int i = conns - running; i < conns; i++)
 		pthread_join(th[i], NULL);
-	printf("recv: conns=%d ok=%d bad=%d bytes_in=%llu bytes_out=%llu\n",
-	       conns, n_ok, n_bad, bytes_in, bytes_out);
+	printf("recv: conns=%d ok=%d bad=%d bytes_in=%llu bytes_out=%llu tcp_in=%llu\n",
+	       conns, n_ok, n_bad, bytes_in, bytes_out, tcp_in);
 	return n_bad || n_ok != conns;
 }
 
@@ -247,7 +281,7 @@ static int send_one(uint32_t seed)
 		close(fd);
 		return -1;
 	}
-	ret = stream(fd, &tx, &rx, o.wsize, 0);
+	ret = stream(fd, &tx, &rx, o.wsize, false);
 	close(fd);
 	return ret;
 }
@@ -277,15 +311,15 @@ static int do_send(void)
 			die("pthread_create");
 	for (int i = 0; i < o.streams; i++)
 		pthread_join(th[i], NULL);
-	printf("send: conns=%d ok=%d bad=%d bytes_out=%llu bytes_in=%llu\n",
-	       o.conns, n_ok, n_bad, bytes_out, bytes_in);
+	printf("send: conns=%d ok=%d bad=%d bytes_out=%llu bytes_in=%llu tcp_in=%llu\n",
+	       o.conns, n_ok, n_bad, bytes_out, bytes_in, tcp_in);
 	return n_bad || n_ok != o.conns;
 }
 
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: xfer recv [-b ADDR] -p PORT [-n CONNS] [-z MS]\n"
+		"usage: xfer recv [-b ADDR] -p PORT [-n CONNS] [-z MS | -Z FILE]\n"
 		"       xfer send [-a ADDR] -p PORT [-B BYTES] [-R BYTES] [-P STREAMS]\n"
 		"                 [-C CONNS] [-l WRITE_SIZE] [-s SEED]\n");
 	exit(2);
@@ -298,12 +332,13 @@ int main(int argc, char **argv)
 	if (argc < 2)
 		usage();
 	o.seed = getpid();
-	while ((c = getopt(argc - 1, argv + 1, "a:b:p:n:z:B:R:P:C:l:s:")) != -1) {
+	while ((c = getopt(argc - 1, argv + 1, "a:b:p:n:z:Z:B:R:P:C:l:s:")) != -1) {
 		switch (c) {
 		case 'a': case 'b': o.addr = optarg; break;
 		case 'p': o.port = atoi(optarg); break;
 		case 'n': case 'C': o.conns = atoi(optarg); break;
 		case 'z': o.pause_ms = atoi(optarg); break;
+		case 'Z': o.pause_file = optarg; break;
 		case 'B': o.fwd = strtoull(optarg, NULL, 0); break;
 		case 'R': o.back = strtoull(optarg, NULL, 0); break;
 		case 'P': o.streams = atoi(optarg); break;
