@@ -192,7 +192,7 @@ def markdown:
 	"## Proof that the bypass carried the bypass runs",
 	"",
 	"Deltas of the per-CPU counters in the pinned `stats` map (msgs/bytes_redirected, bytes_passed), summed over CPUs, around each bypass run.",
-	"bench.sh stops if a bypass run's bytes redirected differ from its bytes sent (sockbench: ±0.1%; iperf3 and sockperf also redirect their control and warm-up traffic),",
+	"bench.sh stops if a bypass run's bytes redirected and passed to TCP (after a reader fell --max-queue behind) differ from its bytes sent (sockbench: ±0.1%; iperf3 and sockperf also redirect their control and warm-up traffic),",
 	"or if any TCP or Unix run moves the counters at all (\([$all[] | select(.label != "bypass")] | length) such runs here, none did).",
 	"",
 	proof_table;
