@@ -14,7 +14,10 @@ readonly PIN_STATS=stats
 readonly PIN_CONFIG=config
 readonly PIN_PEERS=peer_keys
 readonly PIN_SOCKOPS=bpf_sockmap
+readonly PIN_RELEASE=bpf_release
 readonly PIN_REDIR=bpf_redir
+# load.sh creates the sockhash here, then loads bpf_sockops.o onto it.
+readonly PIN_MAP_NEW=sock_ops_map_new
 # Every map of bpf_maps.h: bpf_sockops.o creates and pins them all, and
 # bpf_redir.o must reuse each one, or libbpf would create a second copy.
 readonly PIN_MAPS=("$PIN_MAP" "$PIN_PEERS" "$PIN_STATS" "$PIN_CONFIG")
