@@ -1,34 +1,52 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# status.sh [--pin-dir DIR] [--json] - is the bypass on, where, and is it
-# working?  Read-only: it mounts nothing and changes nothing.
+# status.sh [--pin-dir DIR] [--json | --prom] [--walk] - is the bypass on,
+# where, how full is its map, and is it working?  Read-only: it mounts
+# nothing and changes nothing.
+#
+# Fast at any map size: sockops_stat reads the pins, the counters and the
+# cgroup attachments with a few bpf() calls, and the number of sockets in
+# the map comes from the counters (sockets_inserted - sockets_removed), not
+# from walking it.  --walk counts the entries one by one as well, to check.
 #
 # Exits 0 when the bypass is loaded, 1 when it is not.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
+readonly STAT=$TOP_DIR/sockops_stat
+# The text output warns from this fill on; the sockhash refuses inserts at
+# 100%.
+readonly WARN_FILL=0.9
+
 usage() {
 	cat >&2 <<EOF
-Usage: ${0##*/} [--pin-dir DIR] [--json]
+Usage: ${0##*/} [--pin-dir DIR] [--json | --prom] [--walk]
 
-Show whether the sockops bypass is loaded, where it is attached, the sockets
-in its map and its counters (summed over CPUs).
+Show whether the sockops bypass is loaded, where it is attached, how full
+its sockhash is and its counters (summed over CPUs).
 
   --pin-dir DIR   the pin directory given to load.sh (default:
                   \$SOCKOPS_PIN_DIR, else <bpffs>/sockops)
   --json          one JSON object, for scripts and monitoring
+  --prom          Prometheus text format, for node_exporter's textfile
+                  collector (write to a temporary file, then rename it)
+  --walk          also count the sockhash's entries one by one (slow at a
+                  million entries) and compare them with the counters
   -h, --help      this text
 EOF
 }
 
 pin=${SOCKOPS_PIN_DIR:-}
-json=0
+format=text
+walk=()
 while (($#)); do
 	case $1 in
 	--pin-dir)	[[ $# -ge 2 ]] || { usage; exit 2; }; pin=$2; shift ;;
 	--pin-dir=*)	pin=${1#*=} ;;
-	--json)		json=1 ;;
+	--json)		format=json ;;
+	--prom)		format=prom ;;
+	--walk)		walk=(--walk) ;;
 	-h|--help)	usage; exit 0 ;;
 	*)		echo "${0##*/}: unknown option: $1" >&2; usage; exit 2 ;;
 	esac
@@ -36,64 +54,116 @@ while (($#)); do
 done
 
 need_root
-need_tools bpftool jq findmnt
+need_tools jq
+[[ -x $STAT ]] || die "$STAT not found: build it first with 'make'"
 
-# Read-only: with no bpffs mounted nothing can be loaded, so do not mount one.
+# Read-only: with no bpffs mounted nothing can be loaded, so do not mount
+# one (and do not run findmnt unless needed: this is called often).
 if [[ -z $pin ]]; then
 	bpffs=$(findmnt -n -t bpf -o TARGET | head -n 1)
 	pin=${bpffs:-/sys/fs/bpf}/sockops
 fi
 
-sockops_id=$(prog_id "$pin/$PIN_SOCKOPS")
-if [[ -z $sockops_id || ! -e $pin/$PIN_MAP ]]; then
-	if ((json)); then
-		jq -cn --arg pin "$pin" '{loaded: false, pin_dir: $pin}'
-	else
-		echo "bypass:    not loaded (nothing pinned in $pin)"
-	fi
-	exit 1
-fi
+raw=$("$STAT" "${walk[@]}" "$pin") || die "cannot read the bypass's state in $pin"
 
-# Gather everything into one JSON object; the text form is printed from it.
-status=$(
-	jq -cn \
-		--arg pin "$pin" \
-		--argjson sockops "$(bpftool -j prog show pinned "$pin/$PIN_SOCKOPS")" \
-		--argjson redir "$(bpftool -j prog show pinned "$pin/$PIN_REDIR" 2>/dev/null || echo null)" \
-		--argjson map "$(bpftool -j map show pinned "$pin/$PIN_MAP")" \
-		--argjson sockets "$(bpftool -j map dump pinned "$pin/$PIN_MAP" | jq length)" \
-		--argjson stats "$(bpftool -j map dump pinned "$pin/$PIN_STATS")" \
-		--argjson config "$(bpftool -j map dump pinned "$pin/$PIN_CONFIG")" \
-		--argjson cgroups "$(attached_cgroups "$sockops_id" | jq -R . | jq -s .)" \
-		'{
-			loaded: ($cgroups | length > 0),
-			pin_dir: $pin,
-			cgroups: $cgroups,
-			programs: {
-				sock_ops: {name: $sockops.name, id: $sockops.id},
-				sk_msg: (if $redir then {name: $redir.name, id: $redir.id} else null end)
-			},
-			map: {name: $map.name, id: $map.id, sockets: $sockets,
-			      max_entries: $map.max_entries},
-			trace: ($config[0].formatted.value.trace == 1),
-			counters: ($stats[0].formatted.values | map(.value) |
-				   reduce .[] as $cpu ({}; reduce ($cpu | keys_unsorted[]) as $k
-					(.; .[$k] += $cpu[$k])))
-		}'
-)
+# One jq for everything (each start of jq costs tens of milliseconds): build
+# the status object, print it in the format asked for, and exit 1 if the
+# bypass is not loaded.
+exec jq -r --arg format "$format" --argjson warn_fill "$WARN_FILL" '
+	def status:
+		if .programs.sock_ops == null or .map == null or .counters == null then
+			{loaded: false, pin_dir}
+		else
+			(.counters.sockets_inserted - (.counters.sockets_removed // 0)) as $n |
+			{
+				loaded: (.cgroups | length > 0),
+				pin_dir,
+				cgroups,
+				programs,
+				map: ({name: .map.name, id: .map.id, sockets: $n,
+				       max_entries: .map.max_entries,
+				       fill: ($n / .map.max_entries),
+				       full: ($n >= .map.max_entries),
+				       insert_map_full: (.counters.insert_map_full // 0)} +
+				      if .map.walked != null then {walked: .map.walked} else {} end),
+				trace: (.config.trace == 1),
+				config,
+				counters,
+				warnings: [
+					if $n >= .map.max_entries then
+						"the sockhash is full (\($n) of \(.map.max_entries) sockets): new connections use plain TCP; load with a larger --max-entries"
+					elif $n >= .map.max_entries * $warn_fill then
+						"the sockhash is \($n * 100 / .map.max_entries | floor)% full (\($n) of \(.map.max_entries) sockets)"
+					else empty end,
+					if (.cgroups | length > 0) and .release_cgroups != .cgroups then
+						"bpf_release is not attached where bpf_sockmap is, so the socket count is wrong: run unload.sh, then load.sh"
+					else empty end,
+					if .map.walked != null and .map.walked != $n then
+						"the sockhash holds \(.map.walked) sockets, the counters say \($n)"
+					else empty end
+				]
+			}
+		end;
 
-if ((json)); then
-	echo "$status"
-else
-	jq -r '
-		"bypass:    \(if .loaded then "loaded" else "pinned but not attached to any cgroup" end)",
-		"pin dir:   \(.pin_dir)",
-		"cgroup:    \(if .loaded then .cgroups | join(", ") else "-" end)",
-		"programs:  \(.programs.sock_ops.name) (sock_ops, id \(.programs.sock_ops.id)), \(.programs.sk_msg.name // "-") (sk_msg, id \(.programs.sk_msg.id // "-"))",
-		"sockhash:  \(.map.name) (id \(.map.id)): \(.map.sockets) sockets now, capacity \(.map.max_entries)",
-		"trace:     \(if .trace then "on (trace_bpf_output.sh)" else "off (--quiet)" end)",
-		"counters:",
-		(.counters | to_entries[] | "  \(.key | . + " " * (18 - length)) \(.value)")
-	' <<<"$status"
-fi
-jq -e .loaded >/dev/null <<<"$status"
+	def text:
+		if .map == null then
+			"bypass:    not loaded (nothing pinned in \(.pin_dir))"
+		else
+			"bypass:    \(if .loaded then "loaded" else "pinned but not attached to any cgroup" end)",
+			"pin dir:   \(.pin_dir)",
+			"cgroup:    \(if .loaded then .cgroups | join(", ") else "-" end)",
+			"programs:  \(.programs.sock_ops.name) (sock_ops, id \(.programs.sock_ops.id)), \(.programs.sock_release.name // "-") (sock_release, id \(.programs.sock_release.id // "-")), \(.programs.sk_msg.name // "-") (sk_msg, id \(.programs.sk_msg.id // "-"))",
+			"sockhash:  \(.map.name) (id \(.map.id)): \(.map.sockets) sockets now, capacity \(.map.max_entries) (\(.map.fill * 1000 | floor / 10)% full)" +
+				if .map.walked != null then "; \(.map.walked) counted one by one" else "" end,
+			"           \(.map.insert_map_full) inserts failed because it was full",
+			"trace:     \(if .trace then "on (trace_bpf_output.sh)" else "off (--quiet)" end)",
+			"counters:",
+			(.counters | to_entries[] | "  \(.key | . + " " * (18 - length)) \(.value)"),
+			(.warnings[] | "warning:   \(.)")
+		end;
+
+	# Prometheus text format: gauges for the map, one counter
+	# sockops_<field>_total per field of struct bypass_stats, except the
+	# latched_<reason> fields, which make one counter with a reason label.
+	def prom:
+		def esc: gsub("\\\\"; "\\\\") | gsub("\n"; "\\n") | gsub("\""; "\\\"");
+		def help: {
+			sockets_inserted: "Established sockets put in the sockhash.",
+			sockets_removed: "Sockets that left the sockhash.",
+			insert_failed: "Established sockets that could not be put in the sockhash.",
+			insert_map_full: "Established sockets not put in the sockhash because it was full.",
+			sockets_skipped: "Established sockets left on TCP on purpose (SO_RCVLOWAT set).",
+			msgs_redirected: "sendmsg() calls redirected to the peer socket.",
+			bytes_redirected: "Bytes of sendmsg() calls redirected to the peer socket.",
+			msgs_passed: "sendmsg() calls of sockets in the sockhash sent by TCP.",
+			bytes_passed: "Bytes of sendmsg() calls of sockets in the sockhash sent by TCP."
+		};
+		def metric($name; $type; $help; $samples):
+			"# HELP sockops_\($name) \($help)",
+			"# TYPE sockops_\($name) \($type)",
+			($samples[] | "sockops_\($name){\(.l)} \(.v)");
+		"pin_dir=\"\(.pin_dir | esc)\"" as $l |
+		metric("loaded"; "gauge"; "1 if the bypass is attached to a cgroup, else 0.";
+		       [{l: $l, v: (if .loaded then 1 else 0 end)}]),
+		if .map == null then empty else
+			metric("map_capacity"; "gauge";
+			       "Capacity of the sockhash in sockets (load.sh --max-entries).";
+			       [{l: $l, v: .map.max_entries}]),
+			metric("map_sockets"; "gauge";
+			       "Sockets in the sockhash now, two per bypassed connection.";
+			       [{l: $l, v: .map.sockets}]),
+			(.counters | to_entries[] | select(.key | startswith("latched_") | not) |
+				metric("\(.key)_total"; "counter";
+				       help[.key] // "Counter \(.key) of struct bypass_stats, summed over CPUs.";
+				       [{l: $l, v: .value}])),
+			(.counters | to_entries | map(select(.key | startswith("latched_"))) |
+				select(length > 0) |
+				metric("latched_total"; "counter";
+				       "Connections latched onto TCP, by reason (struct bypass_stats latched_<reason>).";
+				       map({l: "\($l),reason=\"\(.key | ltrimstr("latched_") | esc)\"", v: .value})))
+		end;
+
+	status |
+	(if $format == "json" then tojson elif $format == "prom" then prom else text end),
+	(if .loaded then empty else "" | halt_error(1) end)
+' <<<"$raw"
