@@ -50,15 +50,16 @@ readonly ARGS=("$@")
 cgroup=
 pin=
 trace=1
-entries=
+entries_arg=
+entries_set=0
 while (($#)); do
 	case $1 in
 	--cgroup)	[[ $# -ge 2 ]] || { usage; exit 2; }; cgroup=$2; shift ;;
 	--cgroup=*)	cgroup=${1#*=} ;;
 	--pin-dir)	[[ $# -ge 2 ]] || { usage; exit 2; }; pin=$2; shift ;;
 	--pin-dir=*)	pin=${1#*=} ;;
-	--max-entries)	[[ $# -ge 2 ]] || { usage; exit 2; }; entries=$2; shift ;;
-	--max-entries=*) entries=${1#*=} ;;
+	--max-entries)	[[ $# -ge 2 ]] || { usage; exit 2; }; entries_arg=$2; entries_set=1; shift ;;
+	--max-entries=*) entries_arg=${1#*=}; entries_set=1 ;;
 	--quiet)	trace=0 ;;
 	-h|--help)	usage; exit 0 ;;
 	*)		echo "${0##*/}: unknown option: $1" >&2; usage; exit 2 ;;
@@ -66,10 +67,12 @@ while (($#)); do
 	shift
 done
 
-if [[ -n $entries ]]; then
-	[[ $entries =~ ^[0-9]+$ ]] && ((10#$entries >= MAX_ENTRIES_MIN && 10#$entries <= MAX_ENTRIES_MAX)) ||
-		die "--max-entries $entries: give a number of sockets from $MAX_ENTRIES_MIN to $MAX_ENTRIES_MAX"
-	entries=$((10#$entries))
+# Ten digits at most, so that the comparison cannot overflow.
+if ((entries_set)); then
+	[[ $entries_arg =~ ^[0-9]{1,10}$ ]] &&
+		((10#$entries_arg >= MAX_ENTRIES_MIN && 10#$entries_arg <= MAX_ENTRIES_MAX)) ||
+		die "--max-entries $entries_arg: give a number of sockets from $MAX_ENTRIES_MIN to $MAX_ENTRIES_MAX"
+	entries_arg=$((10#$entries_arg))
 fi
 
 need_root "${ARGS[@]}"
@@ -97,8 +100,7 @@ sockhash_def() {
 read -r key_size value_size default_entries < <(sockhash_def "$SOCKOPS_OBJ") &&
 	[[ $key_size =~ ^[0-9]+$ && $value_size =~ ^[0-9]+$ && $default_entries =~ ^[0-9]+$ ]] ||
 	die "cannot read the definition of $PIN_MAP from the BTF of $SOCKOPS_OBJ: rebuild it with 'make'"
-entries_arg=$entries
-entries=${entries:-$default_entries}
+entries=${entries_arg:-$default_entries}
 
 cgroot=$(cgroup2_root)
 cgroup=${cgroup:-$cgroot}
