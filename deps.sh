@@ -10,7 +10,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 readonly BUILD_PKGS="clang llvm libbpf-dev gcc libc6-dev make"
 readonly RUN_PKGS="bpftool iproute2 jq util-linux"
 readonly DEMO_PKGS="iperf3 tcpdump"
-readonly TEST_PKGS="bats sockperf"
+# prometheus: for promtool, which checks status.sh --prom; its server is
+# neither started nor enabled (see below).
+readonly TEST_PKGS="bats sockperf prometheus"
 readonly BENCH_PKGS="sockperf gnuplot-nox"
 
 job=${1:-all}
@@ -59,4 +61,25 @@ info "installing missing packages: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 # A fresh machine may have no package lists yet.
 apt-get update -qq
+# We want the packages' tools, not their daemons: while installing, a
+# policy-rc.d that says 101 keeps invoke-rc.d from starting any service
+# (unless the host has a policy of its own), and afterwards the services
+# that come with them are disabled.
+policy=/usr/sbin/policy-rc.d
+if [[ ! -e $policy ]]; then
+	printf '#!/bin/sh\nexit 101\n' >"$policy"
+	chmod 0755 "$policy"
+	trap 'rm -f "$policy"' EXIT
+fi
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# systemctl disable works on the unit files without a running systemd.
+for svc in prometheus; do
+	if [[ " ${missing[*]} " == *" $svc "* ]] && command -v systemctl >/dev/null; then
+		systemctl disable --quiet "$svc.service" >/dev/null 2>&1 || true
+		# Started anyway (a host policy that allows it): stop it.
+		if [[ -d /run/systemd/system ]]; then
+			systemctl stop "$svc.service" >/dev/null 2>&1 || true
+		fi
+		info "disabled $svc.service: only its tools are needed"
+	fi
+done
