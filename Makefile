@@ -1,11 +1,14 @@
 # SPDX-License-Identifier: GPL-2.0
 #
-# make            build the two BPF objects and the C tools
+# make            build the two BPF objects and the C programs of the tests
+#                 and the benchmark
 # make check      prove both objects pass the verifier (root)
 # make test       the end-to-end suite (root)
 # make demo       iperf3 with and without the bypass, side by side (root)
 # make bench      the benchmark: TCP, bypass, Unix sockets (root; QUICK=1)
 # make deps       install what is missing (root), else list it
+# make vmtest     the suite inside Debian's kernels under qemu (root):
+#                 KERNELS="linux-image-amd64 ..." TESTS="core faults"
 # make install    objects, scripts and sockops.service under PREFIX
 # make uninstall  remove exactly what make install put there
 #
@@ -26,7 +29,19 @@ LDLIBS += -pthread
 
 OUTPUT ?= .
 BPF_OBJS := $(OUTPUT)/bpf_sockops.o $(OUTPUT)/bpf_redir.o
-TOOLS := $(patsubst %.c,%,$(wildcard tools/*.c))
+
+# sockprobe: the framework, then one file per family of probes.
+SOCKPROBE_OBJS := $(addprefix tests/probes/, sockprobe.o sockprobe_eof.o \
+	sockprobe_read.o sockprobe_poll.o sockprobe_send.o sockprobe_close.o \
+	sockprobe_map.o)
+XFER_OBJS := tests/probes/xfer.o
+NOREAD_OBJS := tests/probes/noread.o
+SOCKBENCH_OBJS := bench/sockbench.o
+CONNHOLD_OBJS := bench/connhold.o
+OBJS := $(SOCKPROBE_OBJS) $(XFER_OBJS) $(NOREAD_OBJS) $(SOCKBENCH_OBJS) \
+	$(CONNHOLD_OBJS)
+PROGS := tests/probes/sockprobe tests/probes/xfer tests/probes/noread \
+	bench/sockbench bench/connhold
 
 ifeq ($(V),1)
 Q :=
@@ -37,9 +52,9 @@ msg = @printf '  %-6s %s\n' '$(1)' '$(2)';
 endif
 
 .DELETE_ON_ERROR:
-all: bpf sockops_stat $(TOOLS) bench/connhold
+all: bpf sockops_stat $(PROGS)
 
-.PHONY: all bpf clean check test demo bench deps FORCE
+.PHONY: all bpf clean check test vmtest demo bench deps FORCE
 
 bpf: $(BPF_OBJS)
 
@@ -48,43 +63,59 @@ $(OUTPUT)/.bpf-cflags: FORCE
 	@mkdir -p $(OUTPUT)
 	@echo '$(BPF_CFLAGS)' | cmp -s - $@ || echo '$(BPF_CFLAGS)' > $@
 
-$(OUTPUT)/%.o: %.c bpf_sockops.h bpf_maps.h $(OUTPUT)/.bpf-cflags
+$(BPF_OBJS): $(OUTPUT)/%.o: %.c bpf_sockops.h bpf_maps.h $(OUTPUT)/.bpf-cflags
 	$(call msg,CLANG,$@)
 	$(Q)$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
+# status.sh's reader: installed with the scripts, linked with libbpf.
 sockops_stat: sockops_stat.c
 	$(call msg,CC,$@)
 	$(Q)$(CC) $(CFLAGS) $< -o $@ -lbpf
 
-bench/connhold: bench/connhold.c
+# Every C program uses lib/util.h; what else each object includes is named.
+$(OBJS): %.o: %.c lib/util.h
 	$(call msg,CC,$@)
-	$(Q)$(CC) $(CFLAGS) $< -o $@
+	$(Q)$(CC) $(CFLAGS) -c $< -o $@
 
-tools/%: tools/%.c tools/util.h bpf_sockops.h
-	$(call msg,CC,$@)
-	$(Q)$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
+$(SOCKPROBE_OBJS): tests/probes/sockprobe.h
+tests/probes/sockprobe_map.o: bpf_sockops.h
+
+tests/probes/sockprobe: $(SOCKPROBE_OBJS)
+tests/probes/xfer: $(XFER_OBJS)
+tests/probes/noread: $(NOREAD_OBJS)
+bench/sockbench: $(SOCKBENCH_OBJS)
+bench/connhold: $(CONNHOLD_OBJS)
+
+$(PROGS):
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
 check: $(BPF_OBJS)
-	$(Q)./check.sh
+	$(Q)scripts/check.sh
 
 # Each job first installs what it needs (deps-*), then builds.
 test: deps-test all
 	$(Q)bats --timing tests
 
+# The guest sees this tree read-only: everything is built here first.
+KERNELS ?= linux-image-amd64 linux-image-6.12-amd64
+vmtest: deps-vmtest all
+	$(Q)./vmtest/vmtest.sh $(addprefix -k ,$(KERNELS)) $(TESTS)
+
 demo: deps-demo all
-	$(Q)./demo.sh
+	$(Q)scripts/demo.sh
 
 bench: deps-bench all
-	$(Q)./bench/bench.sh $(if $(QUICK),--quick)
+	$(Q)bench/bench.sh $(if $(QUICK),--quick)
 
 deps: deps-all
 
 deps-%:
-	@./deps.sh $*
+	@scripts/deps.sh $*
 
 clean:
 	$(call msg,CLEAN,)
-	$(Q)rm -f $(BPF_OBJS) sockops_stat bench/connhold $(TOOLS) $(OUTPUT)/.bpf-cflags
+	$(Q)rm -f $(BPF_OBJS) $(OUTPUT)/.bpf-cflags $(OBJS) $(PROGS) sockops_stat
 	$(Q)rm -rf bench/out
 
 # make install [PREFIX=/usr/local] [DESTDIR=staging dir]

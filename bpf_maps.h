@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * bpf_maps.h - the maps, defined once for both BPF objects.
+ * bpf_maps.h - the maps, defined once for both BPF objects, and the small
+ * helpers both programs use on them.
  *
  * bpf_sockops.o creates them and load.sh pins them.  bpf_redir.o carries the
  * same definitions only so that its code can name them: load.sh loads it with
@@ -43,6 +44,14 @@ struct {
 	__type(value, struct bypass_stats);
 } stats SEC(".maps");
 
+/* The host's backlog (bpf_sockops.h): one counter shared by all CPUs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct backlog);
+} backlog SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -50,12 +59,71 @@ struct {
 	__type(value, struct bypass_config);
 } config SEC(".maps");
 
+/* The skip lists: see bpf_sockops.h. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_SKIP_PORTS);
+	__type(key, __u32);	/* port, host byte order */
+	__type(value, __u64);	/* sockets skipped because of it */
+} skip_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_SKIP_CGROUPS);
+	__type(key, __u64);	/* cgroup v2 ID */
+	__type(value, __u64);	/* sockets skipped because of it */
+} skip_cgroups SEC(".maps");
+
 /* This CPU's counters: one lookup, then plain increments (no atomics). */
 static __always_inline struct bypass_stats *stats_this_cpu(void)
 {
 	__u32 zero = STATS_KEY;
 
 	return bpf_map_lookup_elem(&stats, &zero);
+}
+
+/*
+ * The peer's key is ours with local and remote swapped, and the other way
+ * round: bpf_sockops mirrors a socket's key to find its peer, bpf_redir
+ * mirrors the peer's key back to find its own socket.
+ */
+static __always_inline void mirror_key(const struct sock_key *key,
+				       struct sock_key *peer)
+{
+	peer->netns = key->netns;
+	__builtin_memcpy(peer->local_ip, key->remote_ip, sizeof(peer->local_ip));
+	__builtin_memcpy(peer->remote_ip, key->local_ip, sizeof(peer->remote_ip));
+	peer->local_port = key->remote_port;
+	peer->remote_port = key->local_port;
+	peer->local_seq = key->remote_seq;
+	peer->remote_seq = key->local_seq;
+}
+
+/*
+ * Add DELTA units to the host's backlog, and return the new total.  The add
+ * is atomic (one BPF_XADD); the total is read after it and may already
+ * include other CPUs' adds, which is all a threshold needs.  (Returning the
+ * add's own result would need -mcpu=v3's BPF_FETCH.)
+ */
+static __always_inline __u64 backlog_add(__s64 delta)
+{
+	__u32 zero = 0;
+	struct backlog *b = bpf_map_lookup_elem(&backlog, &zero);
+
+	if (!b)
+		return 0;
+	if (delta)
+		__sync_fetch_and_add(&b->units, delta);
+	return *(volatile __u64 *)&b->units;
+}
+
+/* Take a connection's share out of the host's backlog. */
+static __always_inline void backlog_release(struct peer_info *peer)
+{
+	if (peer->charged) {
+		backlog_add(-(__s64)peer->charged);
+		peer->charged = 0;
+	}
 }
 
 #endif /* __BPF_MAPS_H */

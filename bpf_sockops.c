@@ -8,7 +8,8 @@
  * store the socket in the sockhash under its own key, and its peer's key
  * (ours, mirrored) in the socket's local storage, where bpf_redir finds it
  * on every send.  Sockets the bypass cannot serve like TCP (SO_RCVLOWAT set)
- * are left out.
+ * are left out, and so are those the operator listed (skip_ports,
+ * skip_cgroups).
  *
  * It also counts the sockets that leave the sockhash, so that status.sh
  * knows how full the map is without walking it (sockets_inserted -
@@ -39,6 +40,7 @@
 #include <linux/errno.h>	/* E2BIG: bpf_sock_hash_update() on a full map */
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
 #include <asm/socket.h>		/* SOL_SOCKET, SO_RCVLOWAT: per-arch values */
 #include "bpf_sockops.h"
 #include "bpf_maps.h"
@@ -117,19 +119,6 @@ static __always_inline int sockops_key(struct bpf_sock_ops *skops,
 	return 0;
 }
 
-/* The peer's key is ours with local and remote swapped. */
-static __always_inline void mirror_key(const struct sock_key *key,
-				       struct sock_key *peer)
-{
-	peer->netns = key->netns;
-	__builtin_memcpy(peer->local_ip, key->remote_ip, sizeof(peer->local_ip));
-	__builtin_memcpy(peer->remote_ip, key->local_ip, sizeof(peer->remote_ip));
-	peer->local_port = key->remote_port;
-	peer->remote_port = key->local_port;
-	peer->local_seq = key->remote_seq;
-	peer->remote_seq = key->local_seq;
-}
-
 /* True for an IPv4 connection, including one on a v4-mapped AF_INET6 socket. */
 static __always_inline int key_is_v4(const struct sock_key *key)
 {
@@ -195,7 +184,8 @@ static __always_inline void sockops_insert(struct bpf_sock_ops *skops, __u32 op)
 		return;
 	}
 	mirror_key(&key, &peer->key);
-	peer->use_tcp = 0;
+	peer->use_tcp = LATCH_NONE;
+	peer->charged = 0;
 	/*
 	 * BPF_NOEXIST: never replace another socket's entry.  Replacing (or
 	 * deleting) an entry frees the unread data queued on that socket.
@@ -210,20 +200,21 @@ static __always_inline void sockops_insert(struct bpf_sock_ops *skops, __u32 op)
 		 * it goes; it just never redirects.
 		 */
 		if (peer->in_map)
-			peer->use_tcp = 1;
+			peer->use_tcp = LATCH_NO_PEER;
 		else
 			bpf_sk_storage_delete(&peer_keys, sk);
 		return;
 	}
 	peer->in_map++;
+	trace_established(op, &key);
 	/*
-	 * Ask for BPF_SOCK_OPS_STATE_CB on this socket, to see TCP_CLOSE.
-	 * The helper replaces the socket's flags, and another sock_ops
-	 * program on this cgroup may have set some: keep them.
+	 * Call us back on its state changes, to see TCP_CLOSE: to take its
+	 * share of the host's backlog back, and to count it out of the
+	 * sockhash if it has no file.  The helper sets the socket's flags to
+	 * its argument: keep those another agent's program set.
 	 */
 	bpf_sock_ops_cb_flags_set(skops, CTX_READ(skops->bpf_sock_ops_cb_flags) |
 					 BPF_SOCK_OPS_STATE_CB_FLAG);
-	trace_established(op, &key);
 }
 
 /*
@@ -243,18 +234,26 @@ static __always_inline int sock_has_file(struct bpf_sock *sk)
 	return sock && sock->file;
 }
 
-/* The socket moved to TCP_CLOSE: count it out if no close() will. */
-static __always_inline void sockops_closed(struct bpf_sock_ops *skops)
+/*
+ * A socket of ours changed state.  When it closes, take its share of the
+ * host's backlog back: what it had queued on its peer is freed with the
+ * peer, or read.  And if no close() will take it out of the sockhash (it
+ * has no file), count it out now: see the top of this file.
+ */
+static __always_inline void sockops_state(struct bpf_sock_ops *skops)
 {
 	struct bpf_sock *sk = CTX_READ(skops->sk);
 	struct peer_info *peer;
 
-	if (!sk)
+	/* args[1] is the new state: BPF_TCP_* has the kernel's TCP_* values. */
+	if (!sk || CTX_READ(skops->args[1]) != BPF_TCP_CLOSE)
 		return;
 	peer = bpf_sk_storage_get(&peer_keys, sk, 0, 0);
-	if (!peer || !peer->in_map || sock_has_file(sk))
+	if (!peer)
 		return;
-	count_removed(peer);
+	backlog_release(peer);
+	if (peer->in_map && !sock_has_file(sk))
+		count_removed(peer);
 }
 
 /*
@@ -283,27 +282,138 @@ static __always_inline int has_rcvlowat(struct bpf_sock_ops *skops)
 	return lowat > 1;
 }
 
+/*
+ * The skip lists (bpf_sockops.h).  Both ends of a connection see the same
+ * pair of ports, mirrored, so a listed port keeps out both ends; a listed
+ * cgroup keeps out the sockets created in it, and their peers then find no
+ * socket to redirect to and send by TCP too (struct peer_info's latch).
+ */
+static __always_inline int port_skipped(__u32 port)
+{
+	__u64 *hits = bpf_map_lookup_elem(&skip_ports, &port);
+
+	if (!hits)
+		return 0;
+	/* Shared by all CPUs: an atomic add, once per connection end. */
+	__sync_fetch_and_add(hits, 1);
+	return 1;
+}
+
+static __always_inline int skip_port(struct bpf_sock_ops *skops)
+{
+	/* local_port is in host byte order, remote_port as in sockops_key(). */
+	__u32 local = CTX_READ(skops->local_port);
+	__u32 remote = bpf_ntohl(CTX_READ(skops->remote_port));
+
+	return port_skipped(local) || port_skipped(remote);
+}
+
+/*
+ * The kernel structures the cgroup walk reads, reduced to the fields it
+ * reads.  preserve_access_index makes clang record each access by name, and
+ * libbpf rewrites the offsets to this kernel's layout (CO-RE, from
+ * /sys/kernel/btf/vmlinux) when load.sh loads the object.
+ */
+struct kernfs_node {
+	struct kernfs_node *parent;
+	__u64 id;
+} __attribute__((preserve_access_index));
+
+/* Linux 6.15 renamed kernfs_node::parent to __parent (now RCU-managed). */
+struct kernfs_node___rcu_parent {
+	struct kernfs_node *__parent;
+} __attribute__((preserve_access_index));
+
+struct cgroup {
+	struct kernfs_node *kn;
+} __attribute__((preserve_access_index));
+
+struct sock_cgroup_data {
+	struct cgroup *cgroup;
+} __attribute__((preserve_access_index));
+
+struct sock {
+	struct sock_cgroup_data sk_cgrp_data;
+} __attribute__((preserve_access_index));
+
+static __always_inline struct kernfs_node *kn_parent(struct kernfs_node *kn)
+{
+	/* Resolved at load time: the branch this kernel lacks is dead code. */
+	if (bpf_core_field_exists(struct kernfs_node___rcu_parent, __parent))
+		return ((struct kernfs_node___rcu_parent *)kn)->__parent;
+	return kn->parent;
+}
+
+/*
+ * True if the socket's cgroup, or one of its ancestors, is in skip_cgroups.
+ *
+ * The socket's cgroup, not the current task's: at PASSIVE_ESTABLISHED this
+ * runs in softirq, on behalf of whatever task the CPU happened to run, and
+ * sock_ops has no bpf_get_current_cgroup_id() or bpf_sk_cgroup_id() anyway
+ * (6.1 to 6.18).  sk->sk_cgrp_data.cgroup is the cgroup v2 of the task that
+ * created the socket; an accepted socket inherits its listener's
+ * (sk_clone_lock()).  It is also what decides whether this program runs for
+ * a socket at all: the cgroup it is attached to must be that cgroup or an
+ * ancestor of it.
+ *
+ * bpf_skc_to_tcp_sock() turns the context's socket into a BTF pointer whose
+ * fields the verifier lets us read with plain loads (needs CAP_PERFMON,
+ * i.e. root, like the rest of the bypass).  A cgroup's ID is its kernfs
+ * node's ID, the directory's inode number, and the kernfs parents of a
+ * cgroup's node are its ancestors' nodes, up to the root's.
+ */
+static __always_inline int skip_cgroup(struct bpf_sock_ops *skops)
+{
+	struct bpf_sock *sk = CTX_READ(skops->sk);
+	struct kernfs_node *kn;
+	struct sock *s;
+	__u64 id, *hits;
+	int i;
+
+	if (!sk)
+		return 0;
+	s = (struct sock *)bpf_skc_to_tcp_sock(sk);
+	if (!s)
+		return 0;
+	kn = s->sk_cgrp_data.cgroup->kn;
+	for (i = 0; i < MAX_CGROUP_DEPTH && kn; i++) {
+		id = kn->id;
+		hits = bpf_map_lookup_elem(&skip_cgroups, &id);
+		if (hits) {
+			__sync_fetch_and_add(hits, 1);
+			return 1;
+		}
+		kn = kn_parent(kn);
+	}
+	return 0;
+}
+
 SEC("sockops")
 int bpf_sockmap(struct bpf_sock_ops *skops)
 {
 	__u32 op = CTX_READ(skops->op);
+	struct bypass_stats *st;
 
 	switch (op) {
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
-		if (has_rcvlowat(skops)) {
-			struct bypass_stats *st = stats_this_cpu();
-
+		/* Left on TCP, counted under the first reason that applies. */
+		st = stats_this_cpu();
+		if (skip_port(skops)) {
+			if (st)
+				st->sockets_skipped_port++;
+		} else if (skip_cgroup(skops)) {
+			if (st)
+				st->sockets_skipped_cgroup++;
+		} else if (has_rcvlowat(skops)) {
 			if (st)
 				st->sockets_skipped++;
-			break;
+		} else {
+			sockops_insert(skops, op);
 		}
-		sockops_insert(skops, op);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
-		/* args[0] is the old state, args[1] the new one. */
-		if (CTX_READ(skops->args[1]) == BPF_TCP_CLOSE)
-			sockops_closed(skops);
+		sockops_state(skops);
 		break;
 	default:
 		break;

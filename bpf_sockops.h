@@ -2,7 +2,7 @@
 /*
  * bpf_sockops.h - the one definition of what the two BPF programs share.
  *
- * Included by bpf_sockops.c, bpf_redir.c and the user-space tools, so it
+ * Included by bpf_sockops.c, bpf_redir.c and the tests' probes, so it
  * holds only types and constants (no maps, no helpers).
  */
 #ifndef __BPF_SOCKOPS_H
@@ -62,15 +62,14 @@ struct sock_key {
 /*
  * What each socket in the sockhash keeps in its local storage.
  *
- * use_tcp latches a connection onto TCP for good once one of its sends went
- * by TCP.  That happens when the peer was not in the map yet: on loopback
- * the server is normally inserted before the client's connect() returns,
- * but if the listener's lock is held when the final ACK arrives, the server
- * side is established later, after the client's first bytes already went by
- * TCP.  Redirecting the next bytes would put them in the peer's psock queue,
- * which tcp_bpf_recvmsg() reads before the TCP bytes still waiting in
- * sk_receive_queue: reordered data.  The other way round is safe (the psock
- * queue is drained first), so the latch only goes one way.
+ * use_tcp latches a connection onto TCP for good: once it is set, every
+ * later send of this socket goes by TCP.  It is set for one of the reasons
+ * below, each counted in struct bypass_stats.  The latch only goes one way.
+ * Going from redirect to TCP never reorders bytes: tcp_bpf_recvmsg() drains
+ * the psock queue, where redirected bytes wait, before it reads the TCP
+ * bytes in sk_receive_queue.  Going back would: new redirected bytes would
+ * overtake TCP bytes still in sk_receive_queue, and a reader already asleep
+ * in tcp_recvmsg() (MSG_WAITALL) would never see them.
  *
  * in_map is the number of entries the socket has in the sockhash: 1 once it
  * is inserted, 0 once it is counted out (sockets_removed).  More than 1 only
@@ -78,10 +77,50 @@ struct sock_key {
  * again: it stays in the map under its first key until it is closed, and is
  * inserted under the new one too.
  */
+enum latch_reason {
+	LATCH_NONE = 0,
+	/*
+	 * The peer was not in the map.  On loopback the server is normally
+	 * inserted before the client's connect() returns, but if the
+	 * listener's lock is held when the final ACK arrives, the server
+	 * side is established later, after the client's first bytes already
+	 * went by TCP.  The peer may also be outside the cgroup or the host.
+	 */
+	LATCH_NO_PEER,
+	LATCH_QUEUE,		/* the peer had max_queue unread */
+	LATCH_TCP_MEM,		/* all TCP sockets held max_tcp_mem */
+	LATCH_BACKLOG,		/* the host's backlog reached max_tcp_mem */
+};
+
 struct peer_info {
 	struct sock_key key;	/* the peer's key: ours, mirrored */
-	__u32 use_tcp;		/* a send went by TCP: never redirect again */
+	__u32 use_tcp;		/* enum latch_reason; LATCH_NONE: redirect */
+	__u32 charged;		/* our share of the host backlog, see below */
 	__u32 in_map;		/* entries this socket has in the sockhash */
+	__u32 pad;		/* no hole at the end */
+};
+
+/*
+ * The host's backlog: what all redirecting connections together have queued
+ * on their peers, unread, counted with MSG_OVERHEAD per message.  The kernel
+ * counts the payload in tcp_mem, but not the struct sk_msg that holds each
+ * message: without this sum, many connections each under --max-queue could
+ * together pin far more than TCP may.  Each sender adds its connection's
+ * estimate when it changes and takes it back when it latches or closes, in
+ * units of BACKLOG_UNIT bytes: a connection with less queued adds nothing,
+ * so request/response traffic never touches the shared counter.
+ *
+ * A connection latched to TCP keeps its share until it closes: nothing runs
+ * when its peer reads, so we cannot see the queue shrink, and a share given
+ * back at the latch would let many latched connections pin max_queue each,
+ * unseen.  So the sum can run high, never low: at worst, new sends latch to
+ * TCP early.
+ */
+#define BACKLOG_SHIFT	16
+#define BACKLOG_UNIT	(1 << BACKLOG_SHIFT)
+
+struct backlog {
+	__u64 units;		/* BACKLOG_UNITs, updated with atomic adds */
 };
 
 /*
@@ -105,8 +144,14 @@ struct bypass_stats {
 	__u64 sockets_skipped;	/* left on TCP on purpose (SO_RCVLOWAT set) */
 	__u64 msgs_redirected;	/* sendmsg calls redirected to a peer socket */
 	__u64 bytes_redirected;	/* bytes in those messages */
-	__u64 msgs_passed;	/* no peer in the map: sent by plain TCP */
+	__u64 msgs_passed;	/* sent by plain TCP: no peer, or latched */
 	__u64 bytes_passed;	/* bytes in those messages */
+	__u64 latched_no_peer;	/* connections latched to TCP, by reason */
+	__u64 latched_queue;
+	__u64 latched_tcp_mem;
+	__u64 latched_backlog;
+	__u64 sockets_skipped_port;	/* left on TCP: a port in skip_ports */
+	__u64 sockets_skipped_cgroup;	/* left on TCP: its cgroup in skip_cgroups */
 };
 
 /*
@@ -130,9 +175,52 @@ struct bypass_stats {
 #define STATS_KEY	0
 #define CONFIG_KEY	0
 
+/*
+ * What a redirected message costs the receiving host besides its payload:
+ * bpf_tcp_ingress() (net/ipv4/tcp_bpf.c) queues every message in a struct
+ * sk_msg of its own, kzalloc()ed: about 700 bytes on x86-64, so one
+ * kmalloc-1k object.  Neither the receive buffer nor tcp_mem counts it.
+ */
+#define MSG_OVERHEAD	1024
+
+/*
+ * Skip lists, set by load.sh (--skip-ports, --skip-cgroup): connections the
+ * bypass must leave on plain TCP, e.g. a proxy that reads with splice(2),
+ * which never sees redirected bytes (docs/semantics.md).
+ *
+ * skip_ports: a hash from port (host byte order, a __u32) to the number of
+ * sockets it kept out.  A socket is skipped when its local or its remote
+ * port is in the map, so a server port listed keeps out both ends of every
+ * connection to it.  A hash, not a 65536-bit bitmap: the list is short,
+ * the lookups run once per connection end (at ESTABLISHED, never per send),
+ * and each port gets its own counter, which tells an operator which entry
+ * is doing the work.
+ *
+ * skip_cgroups: a hash from cgroup v2 ID (the cgroup directory's inode
+ * number) to the number of sockets it kept out.  A socket is skipped when
+ * the cgroup it belongs to, or any ancestor of it, is in the map.
+ */
+#define MAX_SKIP_PORTS		64
+#define MAX_SKIP_CGROUPS	16
+/* Ancestors looked at above a socket's own cgroup; deeper ones are not. */
+#define MAX_CGROUP_DEPTH	16
+
 /* Config, set by load.sh through the pinned "config" array. */
 struct bypass_config {
 	__u32 trace;		/* 1: bpf_printk one line per established socket */
+	__u32 page_shift;	/* log2 of the page size, for tcp_mem's pages */
+	/*
+	 * Per connection: latch to TCP once the peer would hold more than
+	 * this many bytes unread, counting MSG_OVERHEAD per queued message.
+	 * 0: no bound.
+	 */
+	__u64 max_queue;
+	/*
+	 * Per host, in bytes: latch to TCP once TCP's memory (shared by every
+	 * TCP socket, tcp_mem) or the host's backlog reaches this.  0: no
+	 * guard.
+	 */
+	__u64 max_tcp_mem;
 };
 
 #endif /* __BPF_SOCKOPS_H */

@@ -13,14 +13,18 @@ readonly PIN_MAP=sock_ops_map
 readonly PIN_STATS=stats
 readonly PIN_CONFIG=config
 readonly PIN_PEERS=peer_keys
+readonly PIN_BACKLOG=backlog
 readonly PIN_SOCKOPS=bpf_sockmap
 readonly PIN_RELEASE=bpf_release
 readonly PIN_REDIR=bpf_redir
+readonly PIN_SKIP_PORTS=skip_ports
+readonly PIN_SKIP_CGROUPS=skip_cgroups
 # load.sh creates the sockhash here, then loads bpf_sockops.o onto it.
 readonly PIN_MAP_NEW=sock_ops_map_new
 # Every map of bpf_maps.h: bpf_sockops.o creates and pins them all, and
 # bpf_redir.o must reuse each one, or libbpf would create a second copy.
-readonly PIN_MAPS=("$PIN_MAP" "$PIN_PEERS" "$PIN_STATS" "$PIN_CONFIG")
+readonly PIN_MAPS=("$PIN_MAP" "$PIN_PEERS" "$PIN_STATS" "$PIN_CONFIG"
+	"$PIN_BACKLOG" "$PIN_SKIP_PORTS" "$PIN_SKIP_CGROUPS")
 
 die()  { echo "${0##*/}: error: $*" >&2; exit 1; }
 warn() { echo "${0##*/}: warning: $*" >&2; }
@@ -126,17 +130,99 @@ attached_cgroups() {
 			'.[] | select(any(.programs[]; .id == $id)) | .cgroup'
 }
 
-# u32_bytes N: the four bytes of a __u32 in host byte order, as bpftool's
-# "hex" map arguments want them.
-u32_bytes() {
-	local n=$1 i bytes=()
+# uint_bytes WIDTH N: the WIDTH bytes of the unsigned integer N in host byte
+# order, as bpftool's "hex" map arguments want them.
+uint_bytes() {
+	local width=$1 n=$2 i bytes=()
 
-	for i in 0 8 16 24; do
-		bytes+=("$(printf '%02x' $(((n >> i) & 0xff)))")
+	for ((i = 0; i < width; i++)); do
+		bytes+=("$(printf '%02x' $(((n >> (8 * i)) & 0xff)))")
 	done
 	# od prints 1 for "\001\000" read as one 16-bit word on little endian.
 	if [[ $(printf '\001\000' | od -An -tu2 | tr -d ' ') != 1 ]]; then
-		bytes=("${bytes[3]}" "${bytes[2]}" "${bytes[1]}" "${bytes[0]}")
+		for ((i = 0; i < width / 2; i++)); do
+			local t=${bytes[i]}
+			bytes[i]=${bytes[width - 1 - i]}
+			bytes[width - 1 - i]=$t
+		done
 	fi
-	echo hex "${bytes[@]}"
+	echo "${bytes[@]}"
+}
+
+# u32_bytes N, u64_bytes N: a __u32 or a __u64 for bpftool: "hex" and its
+# bytes.
+u32_bytes() {
+	echo hex $(uint_bytes 4 "$1")
+}
+
+u64_bytes() {
+	echo hex $(uint_bytes 8 "$1")
+}
+
+# parse_size SIZE: bytes in SIZE, a number with an optional K, M or G
+# (powers of 1024; "64M", "64MiB" and "67108864" are all 64 MiB).
+parse_size() {
+	local n unit
+
+	[[ $1 =~ ^([0-9]+)([KkMmGg]?)(i?[Bb])?$ ]] || return 1
+	n=${BASH_REMATCH[1]}
+	unit=${BASH_REMATCH[2],,}
+	case $unit in
+	k) n=$((n << 10)) ;;
+	m) n=$((n << 20)) ;;
+	g) n=$((n << 30)) ;;
+	esac
+	echo "$n"
+}
+
+# human_size BYTES: "64 MiB", "1.5 GiB", for messages.
+human_size() {
+	awk -v b="$1" 'BEGIN {
+		split("B KiB MiB GiB TiB", u, " ")
+		for (i = 1; b >= 1024 && i < 5; i++)
+			b /= 1024
+		printf (b == int(b) ? "%d %s\n" : "%.1f %s\n"), b, u[i]
+	}'
+}
+
+# kernel_version: the upstream version the running kernel is built from,
+# "6.1.192".  Debian's uname -r is an ABI name ("6.1.0-57-amd64"): its
+# upstream version is in uname -v; Ubuntu's is in /proc/version_signature.
+kernel_version() {
+	local v
+
+	if [[ -r /proc/version_signature ]]; then
+		v=$(awk '{ print $NF }' /proc/version_signature)
+	elif [[ $(uname -v) =~ Debian\ ([0-9]+\.[0-9]+\.[0-9]+) ]]; then
+		v=${BASH_REMATCH[1]}
+	else
+		v=$(uname -r)
+	fi
+	[[ $v =~ ^[0-9]+\.[0-9]+(\.[0-9]+)? ]] && echo "${BASH_REMATCH[0]}"
+}
+
+# kernel_counts_redirected: true if the running kernel adds the bytes it
+# redirects into a socket to that socket's sk_rmem_alloc, which bpf_redir's
+# queue bound reads.  That came with "tcp_bpf: Charge receive socket buffer
+# in bpf_tcp_ingress()" in Linux 6.13 and stable 6.12.8 and 6.1.123.  Other
+# stable series may have it too; we cannot tell, so we say so.
+kernel_counts_redirected() {
+	local v maj min patch
+
+	v=$(kernel_version)
+	IFS=. read -r maj min patch <<<"$v"
+	patch=${patch:-0}
+	((maj > 6 || (maj == 6 && min >= 13))) && return 0
+	((maj == 6 && min == 12 && patch >= 8)) && return 0
+	((maj == 6 && min == 1 && patch >= 123)) && return 0
+	return 1
+}
+
+# tcp_mem N: field N (0, 1, 2: min, pressure, max) of net.ipv4.tcp_mem, in
+# pages, shared by every TCP socket of the host.
+tcp_mem() {
+	local mem
+
+	read -r -a mem </proc/sys/net/ipv4/tcp_mem
+	echo "${mem[$1]}"
 }

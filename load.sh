@@ -13,34 +13,73 @@
 #      the cgroup keep running
 # Step 4 comes before step 6: a socket takes the map's programs when it is
 # inserted, so the verdict must be in place before the first insert.  Step 5
-# comes before step 6 too, so that no inserted socket closes unseen.
+# comes before step 6 too, so that no inserted socket closes unseen.  The
+# skip lists are filled before step 6 too.  Run again on a loaded bypass,
+# --skip-ports and --skip-cgroup replace the lists in place (for new
+# connections; open ones keep what they have).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 readonly OBJ_DIR=${SOCKOPS_OBJ_DIR:-$TOP_DIR}
 readonly SOCKOPS_OBJ=$OBJ_DIR/bpf_sockops.o
 readonly REDIR_OBJ=$OBJ_DIR/bpf_redir.o
-readonly MIN_KERNEL=5.15
+readonly MIN_KERNEL=6.1
+readonly PAGE_SIZE=$(getconf PAGESIZE)
 # --max-entries bounds.  The kernel allocates the sockhash's buckets up
 # front, 16 bytes for each of max_entries rounded up to a power of two: 16
 # MiB at 1M entries, 256 MiB at the upper bound here.
 readonly MAX_ENTRIES_MIN=2 MAX_ENTRIES_MAX=16777216
 
+# The per-connection queue bound, when --max-queue is not given: a quarter
+# of TCP's pressure threshold (tcp_mem[1]), but at least 16 MiB and at most
+# 64 MiB.  A bulk transfer's reader that shares its CPUs with a busy host can
+# fall tens of MiB behind the bypass; below the bound it keeps the bypass.
+# Past it, the host guard still bounds all connections together.
+default_max_queue() {
+	local q=$(($(tcp_mem 1) * PAGE_SIZE / 4))
+
+	((q < 16 << 20)) && q=$((16 << 20))
+	((q > 64 << 20)) && q=$((64 << 20))
+	echo $((q >> 20 << 20))
+}
+
 usage() {
 	cat >&2 <<EOF
-Usage: ${0##*/} [--cgroup PATH] [--pin-dir DIR] [--max-entries N] [--quiet]
+Usage: ${0##*/} [--cgroup PATH] [--pin-dir DIR] [--quiet] [--max-entries N]
+               [--max-queue SIZE] [--max-tcp-mem SIZE]
+               [--skip-ports LIST] [--skip-cgroup PATH]...
 
 Load the sockops bypass and attach it to a cgroup v2.
 
-  --cgroup PATH   cgroup v2 directory to attach to (default: the root of the
-                  cgroup v2 mount); only its sockets are accelerated
-  --pin-dir DIR   bpffs directory for the pins (default: \$SOCKOPS_PIN_DIR,
-                  else <bpffs>/sockops); one directory per instance
-  --max-entries N capacity of the sockhash in sockets, two per connection,
-                  $MAX_ENTRIES_MIN to $MAX_ENTRIES_MAX (default: MAX_ENTRIES of bpf_sockops.h,
-                  65536 as shipped)
-  --quiet         no per-connection line in the trace buffer
-  -h, --help      this text
+  --cgroup PATH        cgroup v2 directory to attach to (default: the root
+                       of the cgroup v2 mount); only its sockets are
+                       accelerated
+  --pin-dir DIR        bpffs directory for the pins (default:
+                       \$SOCKOPS_PIN_DIR, else <bpffs>/sockops); one
+                       directory per instance
+  --quiet              no per-connection line in the trace buffer
+  --max-entries N      capacity of the sockhash in sockets, two per
+                       connection, $MAX_ENTRIES_MIN to $MAX_ENTRIES_MAX (default: MAX_ENTRIES
+                       of bpf_sockops.h, 65536 as shipped); a loaded
+                       sockhash keeps its size: unload.sh first
+  --max-queue SIZE     per connection: go by TCP once the receiver would hold
+                       more than SIZE unread, each message counted with 1 KiB
+                       of overhead (default: $(human_size "$(default_max_queue)") on this host; 0: no bound)
+  --max-tcp-mem SIZE   per host: go by TCP once all TCP sockets together hold
+                       SIZE of memory (default: tcp_mem's pressure threshold,
+                       $(human_size $(($(tcp_mem 1) * PAGE_SIZE))) here; 0: no guard)
+  --skip-ports LIST    comma-separated TCP ports (at most 64): a connection
+                       whose local or remote port is listed stays on plain
+                       TCP, e.g. a proxy that splices; "" empties the list
+  --skip-cgroup PATH   leave the sockets created in cgroup v2 PATH, or below
+                       it, on plain TCP (repeat for more, at most 16); with
+                       the bypass attached at the root, this keeps one
+                       service out
+  -h, --help           this text
+
+SIZE is a number of bytes with an optional K, M or G suffix (powers of 1024).
+Run again on a loaded instance to change --quiet, --max-queue, --max-tcp-mem
+or a skip list in place; a skip list applies to new connections.
 EOF
 }
 
@@ -50,6 +89,11 @@ readonly ARGS=("$@")
 cgroup=
 pin=
 trace=1
+max_queue=
+max_tcp_mem=
+skip_ports=()		# set by --skip-ports
+skip_ports_given=0
+skip_cgroups=()		# paths, from --skip-cgroup
 entries_arg=
 entries_set=0
 while (($#)); do
@@ -58,15 +102,34 @@ while (($#)); do
 	--cgroup=*)	cgroup=${1#*=} ;;
 	--pin-dir)	[[ $# -ge 2 ]] || { usage; exit 2; }; pin=$2; shift ;;
 	--pin-dir=*)	pin=${1#*=} ;;
+	--quiet)	trace=0 ;;
 	--max-entries)	[[ $# -ge 2 ]] || { usage; exit 2; }; entries_arg=$2; entries_set=1; shift ;;
 	--max-entries=*) entries_arg=${1#*=}; entries_set=1 ;;
-	--quiet)	trace=0 ;;
+	--max-queue)	[[ $# -ge 2 ]] || { usage; exit 2; }; max_queue=$2; shift ;;
+	--max-queue=*)	max_queue=${1#*=} ;;
+	--max-tcp-mem)	[[ $# -ge 2 ]] || { usage; exit 2; }; max_tcp_mem=$2; shift ;;
+	--max-tcp-mem=*) max_tcp_mem=${1#*=} ;;
+	--skip-ports)	[[ $# -ge 2 ]] || { usage; exit 2; }
+			IFS=, read -ra skip_ports <<<"$2"; skip_ports_given=1; shift ;;
+	--skip-ports=*)	IFS=, read -ra skip_ports <<<"${1#*=}"; skip_ports_given=1 ;;
+	--skip-cgroup)	[[ $# -ge 2 ]] || { usage; exit 2; }; skip_cgroups+=("$2"); shift ;;
+	--skip-cgroup=*) skip_cgroups+=("${1#*=}") ;;
 	-h|--help)	usage; exit 0 ;;
 	*)		echo "${0##*/}: unknown option: $1" >&2; usage; exit 2 ;;
 	esac
 	shift
 done
 
+# size_opt NAME VALUE DEFAULT: VALUE in bytes, DEFAULT if VALUE is empty.
+size_opt() {
+	[[ -n $2 ]] || { echo "$3"; return; }
+	parse_size "$2" && return
+	echo "${0##*/}: $1: not a size: $2" >&2
+	usage
+	exit 2
+}
+max_queue=$(size_opt --max-queue "$max_queue" "$(default_max_queue)")
+max_tcp_mem=$(size_opt --max-tcp-mem "$max_tcp_mem" $(($(tcp_mem 1) * PAGE_SIZE)))
 # Ten digits at most, so that the comparison cannot overflow.
 if ((entries_set)); then
 	[[ $entries_arg =~ ^[0-9]{1,10}$ ]] &&
@@ -107,6 +170,63 @@ cgroup=${cgroup:-$cgroot}
 [[ -d $cgroup && $(stat -f -c %T "$cgroup") == cgroup2fs ]] ||
 	die "--cgroup $cgroup is not a cgroup v2 directory (cgroup v2 is mounted on $cgroot)"
 cgroup=$(realpath "$cgroup")
+
+for port in "${skip_ports[@]}"; do
+	[[ $port =~ ^[0-9]+$ ]] && ((10#$port >= 1 && 10#$port <= 65535)) ||
+		die "--skip-ports: '$port' is not a TCP port (1-65535); give a comma-separated list, e.g. 80,443"
+done
+# The kernel's key for a cgroup is its ID, which is the inode number of its
+# directory.  The root would skip everything: use unload.sh for that.
+skip_cgroup_ids=()
+for cg in "${skip_cgroups[@]}"; do
+	[[ -d $cg && $(stat -f -c %T "$cg") == cgroup2fs ]] ||
+		die "--skip-cgroup $cg is not a cgroup v2 directory (cgroup v2 is mounted on $cgroot)"
+	[[ $(realpath "$cg") != "$(realpath "$cgroot")" ]] ||
+		die "--skip-cgroup $cg is the root cgroup: that would skip every socket"
+	skip_cgroup_ids+=("$(stat -c %i "$cg")")
+done
+
+# set_skip MAP KEYBYTES KEY...: make the skip hash MAP hold exactly the
+# numbers KEY (ports or cgroup IDs); KEYBYTES is u32_bytes or u64_bytes.  A
+# key that stays keeps its count of skipped sockets.  New keys go in before
+# old ones go out, so that a key in both lists is never missing, even for
+# a moment, from a loaded bypass.
+set_skip() {
+	local map=$1 keybytes=$2 key max
+	local -A want=() have=()
+
+	shift 2
+	for key in "$@"; do
+		want[$((10#$key))]=1
+	done
+	max=$(bpftool -j map show pinned "$map" | jq .max_entries)
+	((${#want[@]} <= max)) ||
+		die "${#want[@]} entries for ${map##*/}, which holds at most $max"
+	for key in $(bpftool -j map dump pinned "$map" | jq -r '.[].formatted.key'); do
+		have[$key]=1
+	done
+	for key in "${!want[@]}"; do
+		[[ -n ${have[$key]:-} ]] ||
+			bpftool map update pinned "$map" key $($keybytes "$key") \
+				value $(u64_bytes 0) noexist
+	done
+	for key in "${!have[@]}"; do
+		[[ -n ${want[$key]:-} ]] ||
+			bpftool map delete pinned "$map" key $($keybytes "$key")
+	done
+}
+
+# set_skip_lists DIR: apply --skip-ports and --skip-cgroup to the maps in
+# DIR; a list not given on the command line is left as it is.
+set_skip_lists() {
+	if ((skip_ports_given)); then
+		set_skip "$1/$PIN_SKIP_PORTS" u32_bytes "${skip_ports[@]}"
+	fi
+	if ((${#skip_cgroup_ids[@]})); then
+		set_skip "$1/$PIN_SKIP_CGROUPS" u64_bytes "${skip_cgroup_ids[@]}"
+	fi
+}
+
 # Mount bpffs on /sys/fs/bpf if none is mounted, even when --pin-dir names
 # the directory: pins can only live on a bpffs.
 bpffs=$(bpffs_dir)
@@ -121,6 +241,29 @@ done
 [[ $(stat -f -c %T "$top") == bpf_fs ]] ||
 	die "pin directory $pin is not on a bpffs (bpffs is mounted on $bpffs)"
 
+# write_config: struct bypass_config (bpf_sockops.h), field by field in host
+# byte order: __u32 trace, __u32 page_shift, __u64 max_queue, __u64
+# max_tcp_mem.
+write_config() {
+	local shift=0
+
+	while (((1 << shift) < PAGE_SIZE)); do
+		((shift++))
+	done
+	bpftool map update pinned "$pin/$PIN_CONFIG" key $(u32_bytes 0) \
+		value hex $(uint_bytes 4 "$trace") $(uint_bytes 4 "$shift") \
+		$(uint_bytes 8 "$max_queue") $(uint_bytes 8 "$max_tcp_mem")
+}
+
+# settings: the memory bounds in force, in words.
+settings() {
+	local q=none h=none
+
+	((max_queue)) && q="$(human_size "$max_queue") per connection"
+	((max_tcp_mem)) && h="$(human_size "$max_tcp_mem") of TCP memory"
+	echo "queue bound: $q; host guard: $h"
+}
+
 # Already loaded?  Done if both cgroup programs are attached where asked
 # (refuse if elsewhere, or if --max-entries asks for another capacity: a
 # live sockhash cannot be resized); clear a half-done load left by a crash.
@@ -133,7 +276,13 @@ if [[ -e $pin ]]; then
 		have=$(bpftool -j map show pinned "$pin/$PIN_MAP" | jq .max_entries)
 		[[ -z $entries_arg || $have == "$entries" ]] ||
 			die "already loaded from $pin with a sockhash of $have entries; run unload.sh first to load it with --max-entries $entries"
-		info "already loaded: $pin, attached to $cgroup, sockhash of $have entries"
+		write_config >/dev/null ||
+			die "cannot update the settings in $pin/$PIN_CONFIG"
+		if ((skip_ports_given || ${#skip_cgroups[@]})); then
+			set_skip_lists "$pin"
+			info "skip lists updated; they apply to new connections"
+		fi
+		info "already loaded: $pin, attached to $cgroup, sockhash of $have entries; $(settings)"
 		exit 0
 	fi
 	warn "removing the incomplete load in $pin"
@@ -191,10 +340,8 @@ rm -f "$pin/$PIN_MAP_NEW"
 mapfile -t reuse < <(reuse_map_args "$pin")
 run "load $REDIR_OBJ" \
 	bpftool prog load "$REDIR_OBJ" "$pin/$PIN_REDIR" "${reuse[@]}"
-# struct bypass_config { __u32 trace; }: four bytes in host byte order.
-run "set trace=$trace in $pin/$PIN_CONFIG" \
-	bpftool map update pinned "$pin/$PIN_CONFIG" \
-		key $(u32_bytes 0) value $(u32_bytes "$trace")
+run "write the settings to $pin/$PIN_CONFIG" write_config
+run "fill the skip lists" set_skip_lists "$pin"
 run "attach $PIN_REDIR as sk_msg_verdict" \
 	bpftool prog attach pinned "$pin/$PIN_REDIR" sk_msg_verdict pinned "$pin/$PIN_MAP"
 run "attach $PIN_RELEASE to $cgroup" \
@@ -202,4 +349,7 @@ run "attach $PIN_RELEASE to $cgroup" \
 run "attach $PIN_SOCKOPS to $cgroup" \
 	bpftool cgroup attach "$cgroup" cgroup_sock_ops pinned "$pin/$PIN_SOCKOPS" multi
 
-info "loaded: pins in $pin, sock_ops attached to $cgroup, sockhash of $entries entries"
+info "loaded: pins in $pin, sock_ops attached to $cgroup, sockhash of $entries entries; $(settings)"
+if ((max_queue)) && ! kernel_counts_redirected; then
+	warn "the queue bound may not work on this kernel ($(kernel_version)): it reads the receiver's sk_rmem_alloc, which counts redirected bytes only since Linux 6.13, 6.12.8 and 6.1.123; without it a receiver that stops reading lets its sender queue up to the host guard"
+fi

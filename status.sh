@@ -69,7 +69,13 @@ raw=$("$STAT" "${walk[@]}" "$pin") || die "cannot read the bypass's state in $pi
 # One jq for everything (each start of jq costs tens of milliseconds): build
 # the status object, print it in the format asked for, and exit 1 if the
 # bypass is not loaded.
-exec jq -r --arg format "$format" --argjson warn_fill "$WARN_FILL" '
+# Whether this kernel counts redirected bytes in the receiver's memory,
+# which the queue bound reads (see load.sh).
+counted=false
+kernel_counts_redirected && counted=true
+
+exec jq -r --arg format "$format" --argjson warn_fill "$WARN_FILL" \
+	--argjson counted "$counted" '
 	def status:
 		if .programs.sock_ops == null or .map == null or .counters == null then
 			{loaded: false, pin_dir}
@@ -87,7 +93,12 @@ exec jq -r --arg format "$format" --argjson warn_fill "$WARN_FILL" '
 				       insert_map_full: (.counters.insert_map_full // 0)} +
 				      if .map.walked != null then {walked: .map.walked} else {} end),
 				trace: (.config.trace == 1),
-				config,
+				config: (.config + {queue_bound_works: $counted}),
+				tcp_mem_now: (.tcp_mem_pages * .page_size),
+				backlog_now: ((.backlog.units // 0) * 65536),
+				skip_ports: (.skip_ports | map({port: .key, sockets})),
+				skip_cgroups: (.skip_cgroup_paths as $p | .skip_cgroups |
+					map({id: .key, path: $p[.key | tostring], sockets})),
 				counters,
 				warnings: [
 					if $n >= .map.max_entries then
@@ -105,6 +116,11 @@ exec jq -r --arg format "$format" --argjson warn_fill "$WARN_FILL" '
 			}
 		end;
 
+	def size: if . >= 1073741824 and . % 1073741824 == 0 then "\(. / 1073741824) GiB"
+		elif . >= 1048576 then "\(. / 1048576 | . * 10 | floor / 10) MiB"
+		else "\(. / 1024 | floor) KiB" end;
+	def n(c): "\(c) socket\(if c == 1 then "" else "s" end)";
+
 	def text:
 		if .map == null then
 			"bypass:    not loaded (nothing pinned in \(.pin_dir))"
@@ -117,8 +133,20 @@ exec jq -r --arg format "$format" --argjson warn_fill "$WARN_FILL" '
 				if .map.walked != null then "; \(.map.walked) counted one by one" else "" end,
 			"           \(.map.insert_map_full) inserts failed because it was full",
 			"trace:     \(if .trace then "on (trace_bpf_output.sh)" else "off (--quiet)" end)",
+			"queue bound: \(if (.config.max_queue // 0) > 0 then "\(.config.max_queue | size) per connection" else "none (--max-queue 0)" end)\(if .config.queue_bound_works then "" else " (this kernel may not count redirected bytes: see load.sh)" end)",
+			"host guard:  \(if (.config.max_tcp_mem // 0) > 0 then "\(.config.max_tcp_mem | size) of TCP memory" else "none (--max-tcp-mem 0)" end) (now: TCP holds \(.tcp_mem_now | size), the bypass queues \(.backlog_now | size))",
+			if (.skip_ports | length) + (.skip_cgroups | length) == 0 then
+				"skip:      none"
+			else
+				(select(.skip_ports | length > 0) |
+				 "skip:      ports " + (.skip_ports |
+					map("\(.port) (\(n(.sockets)))") | join(", "))),
+				(.skip_cgroups[] |
+				 "skip:      cgroup \(.path // "(gone)") (id \(.id)): \(n(.sockets))")
+			end,
 			"counters:",
-			(.counters | to_entries[] | "  \(.key | . + " " * (18 - length)) \(.value)"),
+			(.counters | (keys | map(length) | max) as $w | to_entries[] |
+			 "  \(.key | . + " " * ($w + 1 - length)) \(.value)"),
 			(.warnings[] | "warning:   \(.)")
 		end;
 

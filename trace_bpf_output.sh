@@ -21,7 +21,12 @@ fi
 need_root
 need_tools findmnt grep
 
-readonly PIPE=$(tracefs_dir)/trace_pipe
+readonly TRACEFS=$(tracefs_dir)
+readonly PIPE=$TRACEFS/trace_pipe
+# Another tool may have switched the ring buffer off; bpf_printk writes
+# nothing then.  Say so rather than switch it on behind its back.
+[[ $(<"$TRACEFS/tracing_on") == 1 ]] ||
+	warn "tracing is off ($TRACEFS/tracing_on is 0): no line will appear until it is on again (echo 1 > $TRACEFS/tracing_on)"
 # The kernel lets one process read trace_pipe at a time.
 { : <"$PIPE"; } 2>/dev/null ||
 	die "cannot open $PIPE: another reader has it (another trace_bpf_output.sh, cat, or bpftool prog tracelog?)"

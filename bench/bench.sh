@@ -4,7 +4,7 @@
 # bench.sh - loopback TCP, TCP with the bypass, and Unix domain sockets,
 # side by side, in one run.
 #
-# The three transports go through the same harness, tools/sockbench (same
+# The three transports go through the same harness, bench/sockbench (same
 # send/recv loops, every byte checked): stream throughput per write size,
 # ping-pong latency, connection setup rate, and CPU time per GB.  iperf3 and
 # sockperf then measure the two TCP cases with tools everybody knows.
@@ -28,7 +28,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 readonly BENCH_DIR=$TOP_DIR/bench
 readonly OUT=$BENCH_DIR/out
 readonly RAW=$OUT/raw.jsonl
-readonly SOCKBENCH=$TOP_DIR/tools/sockbench
+readonly SOCKBENCH=$TOP_DIR/bench/sockbench
 readonly REPORT_JQ=$BENCH_DIR/report.jq
 readonly PLOT_GP=$BENCH_DIR/plot.gp
 readonly SIZES="64 256 1024 4096 16384 65536"

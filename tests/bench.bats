@@ -1,7 +1,7 @@
 #!/usr/bin/env bats
 # SPDX-License-Identifier: GPL-2.0
 #
-# The benchmark's harness, tools/sockbench, on the bypass: what bench.sh
+# The benchmark's harness, bench/sockbench, on the bypass: what bench.sh
 # relies on.  Its figures are only comparable if every run through the bypass
 # really was redirected and every byte arrived intact, so these tests check
 # the bytes it reports against the bypass's counters and the sockhash.
@@ -9,7 +9,7 @@
 
 load helpers
 
-SOCKBENCH=$TOP/tools/sockbench
+SOCKBENCH=$TOP/bench/sockbench
 
 # sockbench ARGS...: one run in the test cgroup; its JSON goes to
 # $TMP/run.json and the test fails if it reports an error (a byte that
@@ -25,7 +25,7 @@ field() {
 }
 
 @test "stream through the bypass: every byte checked, every byte redirected" {
-	[[ -x $SOCKBENCH ]] || skip "tools/sockbench is not built; run make"
+	[[ -x $SOCKBENCH ]] || skip "bench/sockbench is not built; run make"
 	load_bypass --quiet
 	sockbench stream -s 1024 -t 0.3
 	bytes=$(field bytes)
@@ -38,7 +38,7 @@ field() {
 }
 
 @test "ping-pong through the bypass: both directions redirected, replies checked" {
-	[[ -x $SOCKBENCH ]] || skip "tools/sockbench is not built; run make"
+	[[ -x $SOCKBENCH ]] || skip "bench/sockbench is not built; run make"
 	load_bypass --quiet
 	sockbench pingpong -s 64 -t 0.3
 	trips=$(field round_trips)
@@ -51,7 +51,7 @@ field() {
 }
 
 @test "connection setup with sock_ops: both ends inserted, all gone after close" {
-	[[ -x $SOCKBENCH ]] || skip "tools/sockbench is not built; run make"
+	[[ -x $SOCKBENCH ]] || skip "bench/sockbench is not built; run make"
 	load_bypass --quiet
 	sockbench connect -t 0.3
 	conns=$(field conns)
@@ -63,7 +63,7 @@ field() {
 }
 
 @test "Unix and plain TCP runs of the harness never touch the bypass" {
-	[[ -x $SOCKBENCH ]] || skip "tools/sockbench is not built; run make"
+	[[ -x $SOCKBENCH ]] || skip "bench/sockbench is not built; run make"
 	load_bypass --quiet
 	# In our cgroup, but not TCP: the sock_ops program never sees it.
 	sockbench stream -u -s 4096 -t 0.2

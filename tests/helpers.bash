@@ -9,6 +9,11 @@
 TOP=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
 source "$TOP/common.sh"
 
+# The tests' C programs (make builds them): checksummed transfers, and a
+# writer whose reader never reads.
+XFER=$TOP/tests/probes/xfer
+NOREAD=$TOP/tests/probes/noread
+
 # Ports are spread per test file so that a leftover socket in TIME_WAIT from
 # one test never meets the next.  SOCKOPS_TEST_PORT_OFFSET shifts them all,
 # so that two copies of the suite can run side by side on one host.
@@ -53,6 +58,13 @@ common_teardown() {
 		done
 		[[ ! -d $TEST_CG ]] || echo "teardown: could not remove $TEST_CG" >&2
 	fi
+}
+
+# kernel_before VERSION: true if the running kernel is older than VERSION
+# (e.g. 6.10).  For an expectation that depends on a change in the kernel,
+# which the caller names.
+kernel_before() {
+	[[ $(printf '%s\n' "$1" "$(uname -r)" | sort -V | head -n 1) != "$1" ]]
 }
 
 setup() { common_setup; }
@@ -182,7 +194,7 @@ netns_add() {
 	ip -n "$1" link set lo up
 }
 
-# xfer_start NAME CG NS recv|send PORT ARGS...: start tools/xfer in the
+# xfer_start NAME CG NS recv|send PORT ARGS...: start $XFER in the
 # background, in cgroup CG and network namespace NS ("" for this one), with
 # its output in $TMP/NAME.out and its PID in XPID[NAME] (and PIDS, for
 # teardown).  A receiver listens when this returns.
@@ -191,7 +203,7 @@ xfer_start() {
 
 	shift 5
 	declare -p XPID >/dev/null 2>&1 || declare -gA XPID=()
-	cmd=("$TOP/tools/xfer" "$mode" -p "$port" "$@")
+	cmd=("$XFER" "$mode" -p "$port" "$@")
 	[[ -z $ns ]] || cmd=(ip netns exec "$ns" "${cmd[@]}")
 	cg_exec "$cg" "${cmd[@]}" >"$TMP/$name.out" 2>&1 &
 	PIDS+=($!)

@@ -5,9 +5,9 @@
 # socket (other network namespaces, other cgroups, other instances, stale
 # sockets), and it shares its cgroup with other agents' programs.
 #
-# Every transfer is checksummed by tools/xfer: each connection carries its
-# own pseudo-random pattern, so a byte that lands in the wrong socket is
-# caught at its exact offset.
+# Every transfer is checksummed by tests/probes/xfer: each connection
+# carries its own pseudo-random pattern, so a byte that lands in the wrong
+# socket is caught at its exact offset.
 
 BASE_PORT=40000
 load helpers

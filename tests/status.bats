@@ -13,9 +13,9 @@ transfer() {
 	local fwd=$1 back=$2
 
 	shift 2
-	spawn xfer-recv "$TOP/tools/xfer" recv -b 127.0.0.1 -p "$PORT"
+	spawn xfer-recv "$XFER" recv -b 127.0.0.1 -p "$PORT"
 	wait_port "$PORT"
-	in_cg "$TOP/tools/xfer" send -a 127.0.0.1 -p "$PORT" -B "$fwd" -R "$back" "$@"
+	in_cg "$XFER" send -a 127.0.0.1 -p "$PORT" -B "$fwd" -R "$back" "$@"
 	wait "$LAST_PID"
 }
 
@@ -35,13 +35,13 @@ transfer() {
 @test "sockets in the map return to zero when connections close" {
 	load_bypass
 	# iperf3 -P 3: a control connection and three data connections, open
-	# for 3 s: eight sockets.
+	# for 6 s (at a modest rate): eight sockets.
 	iperf_server "$PORT"
-	spawn iperf3-c iperf3 -c 127.0.0.1 -p "$PORT" -P 3 -t 3
+	spawn iperf3-c iperf3 -c 127.0.0.1 -p "$PORT" -P 3 -t 6 -b 100M
 	client=$LAST_PID
 	for _ in $(seq 50); do
 		(($(map_entries) == 8)) && break
-		sleep 0.05
+		sleep 0.1
 	done
 	(($("$TOP/status.sh" --json | jq .map.sockets) == 8))
 	wait "$client"

@@ -32,7 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "tools/util.h"
+#include "lib/util.h"
 
 #define XFER_MAGIC	0x78666572u	/* "xfer" */
 #define BUF_SIZE	(256 * 1024)

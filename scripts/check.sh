@@ -5,7 +5,7 @@
 # loads them, without attaching anything: load into a temporary bpffs
 # directory, report, remove it.
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
 readonly OBJ_DIR=${SOCKOPS_OBJ_DIR:-$TOP_DIR}
 

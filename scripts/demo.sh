@@ -10,7 +10,7 @@
 # iperf3 processes, so nothing else on the host is touched.  ("sudo
 # ./load.sh" with no options attaches to the root cgroup: every process.)
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
 readonly PORT=${DEMO_PORT:-5001}
 readonly SECS=${DEMO_SECS:-5}
@@ -126,7 +126,10 @@ tcpdump -nn -r "$TMP/bypass.pcap" 2>/dev/null | sed 's/^/     /'
 echo "   counters (status.sh):"
 "$TOP_DIR/status.sh" --pin-dir "$PIN" | sed -n '/counters:/,$p' | tail -n +2 | sed 's/^/   /'
 
-redirected=$("$TOP_DIR/status.sh" --pin-dir "$PIN" --json | jq .counters.bytes_redirected)
+status=$("$TOP_DIR/status.sh" --pin-dir "$PIN" --json)
+redirected=$(jq .counters.bytes_redirected <<<"$status")
+passed=$(jq .counters.bytes_passed <<<"$status")
+latched=$(jq '.counters | .latched_queue + .latched_tcp_mem + .latched_backlog' <<<"$status")
 echo
 echo "== Result"
 printf '   %-26s %16s %16s\n' "" "plain TCP" "bypass"
@@ -134,9 +137,16 @@ printf '   %-26s %16s %16s   (%sx)\n' "throughput, Gbit/s" "$(gbps plain)" "$(gb
 	"$(jq -n "$(gbps bypass) / $(gbps plain) * 100 | round / 100")"
 printf '   %-26s %16s %16s\n' "bytes iperf3 sent" "$(sent plain)" "$(sent bypass)"
 printf '   %-26s %16s %16s\n' "bytes redirected by BPF" "-" "$redirected"
+printf '   %-26s %16s %16s\n' "bytes sent by TCP" "all" "$passed"
 printf '   %-26s %16s %16s\n' "packets on lo" "$(packets plain)" "$(packets bypass)"
 printf '   %-26s %16s %16s\n' "  of them carrying data" "$(data_packets plain)" "$(data_packets bypass)"
 echo "   (bytes redirected include iperf3's control connection)"
+if ((latched)); then
+	echo "   The iperf3 server fell more than the queue bound ($(human_size "$(jq .config.max_queue <<<"$status")")) behind"
+	echo "   its client, so the data connection went on by TCP, whose flow control"
+	echo "   holds a sender back (load.sh --max-queue; docs/how-it-works.md). This"
+	echo "   happens on a busy host; run the demo again when it is idle."
+fi
 
 echo
 echo "== 4. Unload: ./unload.sh --pin-dir $PIN"

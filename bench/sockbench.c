@@ -53,7 +53,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "tools/util.h"
+#include "lib/util.h"
 
 #define PERIOD		65521			/* prime: no write size divides it */
 #define MAX_IO		(1024 * 1024)		/* largest send() or recv() */

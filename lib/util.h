@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
-/* util.h - small helpers shared by the C tools. */
-#ifndef __TOOLS_UTIL_H
-#define __TOOLS_UTIL_H
+/* util.h - what the C programs of the tests and the benchmark share. */
+#ifndef __LIB_UTIL_H
+#define __LIB_UTIL_H
 
 #include <errno.h>
 #include <stdint.h>
@@ -53,4 +53,4 @@ static inline void pattern(uint32_t seed, uint64_t off, unsigned char *buf,
 	}
 }
 
-#endif /* __TOOLS_UTIL_H */
+#endif /* __LIB_UTIL_H */

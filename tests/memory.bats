@@ -1,0 +1,187 @@
+#!/usr/bin/env bats
+# SPDX-License-Identifier: GPL-2.0
+#
+# Bounded memory: a receiver that stops reading must hold its sender back,
+# as with TCP.  tests/probes/noread connects a socket to itself, never reads the
+# accepted end, writes non-blocking until the kernel says EAGAIN, reports
+# what the sender got rid of and how the host's memory grew, then reads it
+# all back and checks every byte.
+#
+# Plain TCP says EAGAIN after a few MiB (the receive and send buffers).  The
+# bypass queues on the receiver with no such limit (bpf_tcp_ingress() checks
+# only the host's tcp_mem), so bpf_redir bounds what the receiver holds
+# unread (--max-queue) and what TCP holds on the whole host (--max-tcp-mem),
+# and latches the connection to TCP when either is reached.
+
+BASE_PORT=46000
+load helpers
+
+MiB=1048576
+
+# noread ARGS...: tests/probes/noread in the test cgroup; its report line is in
+# $out, and the fields used below in $accepted, $stop, $slab_kib, $intact.
+noread() {
+	out=$(in_cg "$NOREAD" -p "$PORT" "$@")
+	echo "$out"
+	accepted=$(field accepted)
+	stop=$(field stop)
+	slab_kib=$(field slab_kib)
+	intact=$(field intact)
+}
+
+# field NAME: the value of NAME=... in $out.
+field() {
+	sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$out"
+}
+
+# max_queue: the bound load.sh chose, in bytes.
+max_queue() {
+	bpftool -j map dump pinned "$SOCKOPS_PIN_DIR/$PIN_CONFIG" |
+		jq '.[0].formatted.value.max_queue'
+}
+
+@test "64 KiB writes to a reader that never reads: held at the queue bound, then TCP says EAGAIN; every byte arrives" {
+	load_bypass
+	# The issue's cap: 6 GiB.  Without the bound, the sender queued until
+	# the host ran out of TCP memory and send() failed with ENOMEM.
+	noread -l 65536 -c $((6 * 1024 * MiB))
+	[[ $stop == eagain && $intact == 1 ]]
+	((accepted <= 128 * MiB))
+	# It got past the bound only by TCP: the latch, once, for the queue.
+	local total
+	((accepted > $(max_queue)))
+	(($(counter latched_queue) == 1))
+	(($(counter latched_tcp_mem) + $(counter latched_backlog) + $(counter latched_no_peer) == 0))
+	# The connection holds its share of the host's backlog until it
+	# closes (noread has exited): then it is all given back.
+	(($(backlog_bytes) == 0))
+	(($(counter bytes_redirected) <= $(max_queue)))
+	# The program sees each write whole; the last one was taken in part
+	# when TCP's buffers filled (EAGAIN).
+	total=$(($(counter bytes_redirected) + $(counter bytes_passed)))
+	((total >= accepted && total < accepted + 65536))
+}
+
+@test "2,000,000 one-byte writes to a reader that never reads grow unreclaimable slab by at most 256 MiB" {
+	load_bypass
+	# Each queued message costs a kmalloc-1k struct sk_msg besides its
+	# byte: unbounded, these writes pinned 1.95 GiB of slab.
+	noread -l 1 -n 2000000
+	[[ $intact == 1 ]]
+	((accepted == 2000000))
+	((slab_kib <= 256 * 1024))
+	(($(counter latched_queue) == 1))
+	# The bound counts 1 KiB per message: the latch came after at most
+	# max_queue / 1025 one-byte messages.
+	(($(counter msgs_redirected) <= $(max_queue) / 1025 + 1))
+	(($(counter msgs_redirected) + $(counter msgs_passed) == 2000000))
+}
+
+@test "the host guard: once TCP memory reaches --max-tcp-mem, connections go by TCP" {
+	local pages limit
+
+	# Whatever TCP holds now, plus 16 MiB; no per-connection bound, so
+	# only the guard can stop the queue.
+	pages=$(awk '/^TCP:/ { print $NF }' /proc/net/sockstat)
+	limit=$((pages * $(getconf PAGESIZE) + 16 * MiB))
+	load_bypass --max-queue 0 --max-tcp-mem "$limit"
+	noread -l 65536 -c $((1024 * MiB))
+	[[ $stop == eagain && $intact == 1 ]]
+	(($(counter latched_tcp_mem) == 1))
+	(($(counter latched_queue) == 0))
+	# Other sockets of the host come and go meanwhile: allow 64 MiB.
+	((accepted <= 16 * MiB + 64 * MiB))
+}
+
+# backlog_bytes: the host's backlog now, as status.sh shows it.
+backlog_bytes() {
+	"$TOP/status.sh" --json | jq .backlog_now
+}
+
+@test "many connections of small writes, each under --max-queue, are held together by the host guard; the backlog empties when they close" {
+	local pages limit i go n=16 port=$((BASE_PORT + 500)) pids=()
+
+	# Room for 64 MiB of bypass backlog over what TCP holds now; each
+	# connection may queue 8 MiB: 16 connections would pin 128 MiB.
+	pages=$(awk '/^TCP:/ { print $NF }' /proc/net/sockstat)
+	limit=$((pages * $(getconf PAGESIZE) + 64 * MiB))
+	load_bypass --max-queue 8M --max-tcp-mem "$limit"
+	# 16-byte writes: 8 MiB of backlog is 128 KB of payload, which
+	# tcp_mem hardly sees; only the backlog's 1 KiB per message does.
+	# Each instance holds its queue full until the FIFO's last writer, our
+	# fd $go, closes.
+	mkfifo "$TMP/go"
+	exec {go}<>"$TMP/go"
+	for ((i = 0; i < n; i++)); do
+		cg_exec "$TEST_CG" "$NOREAD" -w -p $((port + i)) -l 16 -n 20000 \
+			<"$TMP/go" {go}>&- >"$TMP/noread-$i.out" 2>&1 &
+		pids+=($!)
+		PIDS+=($!)
+	done
+	for i in "${!pids[@]}"; do
+		for _ in $(seq 600); do
+			grep -q filled "$TMP/noread-$i.out" && break
+			kill -0 "${pids[i]}" 2>/dev/null || break
+			sleep 0.1
+		done
+		grep -q filled "$TMP/noread-$i.out"
+	done
+	echo "all full: backlog $(($(backlog_bytes) / MiB)) MiB; latched:" \
+		"queue=$(counter latched_queue) backlog=$(counter latched_backlog)" \
+		"tcp_mem=$(counter latched_tcp_mem)"
+	# Every connection was latched once: by its own bound, or by the
+	# host's once the others had filled it; together they hold no more
+	# than the limit (and one connection's bound, the last to charge).
+	(($(counter latched_queue) + $(counter latched_backlog) == n))
+	(($(counter latched_backlog) >= 1))
+	(($(counter latched_tcp_mem) == 0))
+	(($(backlog_bytes) <= limit - pages * $(getconf PAGESIZE) + 8 * MiB))
+
+	exec {go}>&-
+	for i in "${!pids[@]}"; do
+		wait "${pids[i]}" || { cat "$TMP/noread-$i.out"; return 1; }
+		grep -q "accepted=320000 .* intact=1" "$TMP/noread-$i.out"
+	done
+	# Every socket closed: each gave its share back.
+	(($(backlog_bytes) == 0))
+}
+
+@test "without the bounds a reader that never reads lets its sender queue far beyond TCP: why they exist" {
+	load_bypass --max-queue 0 --max-tcp-mem 0
+	noread -l 65536 -c $((256 * MiB))
+	[[ $stop == cap && $intact == 1 ]]
+	((accepted == 256 * MiB))
+	(($(counter bytes_redirected) == 256 * MiB))
+	(($(counter latched_queue) + $(counter latched_tcp_mem) == 0))
+}
+
+@test "plain TCP holds the same writer back after a few MiB: the reference" {
+	noread -l 65536 -c $((256 * MiB))
+	[[ $stop == eagain && $intact == 1 ]]
+	((accepted < 64 * MiB))
+}
+
+@test "the bounds are shown by status.sh and change in place when load.sh runs again" {
+	load_bypass --max-queue 8M --max-tcp-mem 1G
+	run "$TOP/status.sh" --json
+	echo "$output"
+	[[ $(jq .config.max_queue <<<"$output") == $((8 * MiB)) ]]
+	[[ $(jq .config.max_tcp_mem <<<"$output") == $((1024 * MiB)) ]]
+	run "$TOP/status.sh"
+	[[ $output == *"queue bound: 8 MiB per connection"* ]]
+	[[ $output == *"host guard:  1 GiB of TCP memory"* ]]
+
+	# Same cgroup, new bound: applied to the loaded instance, live.
+	run load_bypass --max-queue 4M
+	[[ $status -eq 0 && $output == *"already loaded"*"queue bound: 4 MiB"* ]]
+	(($(max_queue) == 4 * MiB))
+	noread -l 65536 -c $((256 * MiB))
+	(($(counter latched_queue) == 1))
+	(($(counter bytes_redirected) <= 4 * MiB))
+}
+
+@test "a bad size is refused with usage, and nothing is loaded" {
+	run load_bypass --max-queue 12X
+	[[ $status -eq 2 && $output == *"--max-queue: not a size: 12X"* ]]
+	[[ ! -e $SOCKOPS_PIN_DIR ]]
+}
