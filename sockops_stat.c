@@ -13,9 +13,12 @@
  * - the pinned programs' names and IDs;
  * - the sockhash's ID and capacity (how full it is comes from the counters:
  *   sockets_inserted - sockets_removed, see bpf_sockops.c);
- * - every field of the pinned stats (per-CPU, summed) and config arrays, by
- *   the names in the maps' BTF, so a field added to struct bypass_stats or
- *   struct bypass_config shows up with no change here;
+ * - every field of the pinned stats (per-CPU, summed), config and backlog
+ *   arrays, by the names in the maps' BTF, so a field added to struct
+ *   bypass_stats or struct bypass_config shows up with no change here;
+ * - the skip lists (hashes of a port or cgroup ID to a socket count), with
+ *   the path of each skipped cgroup found on the way through the tree;
+ * - the page size and the pages TCP holds now (/proc/net/sockstat);
  * - the cgroups that bpf_sockmap and bpf_release are attached to, by
  *   querying each cgroup v2 directory for those two attach types only;
  * - with --walk, the sockhash's entries counted one key at a time (slow at
@@ -38,6 +41,12 @@
 
 static const char *pin_dir;
 static __u32 sockops_id, release_id;
+
+/* The skipped cgroups' IDs (inode numbers), and their paths once found. */
+#define MAX_SKIP 64
+static unsigned long long skip_ids[MAX_SKIP];
+static char *skip_paths[MAX_SKIP];
+static int n_skip;
 
 /* Print S as a JSON string. */
 static void json_str(const char *s)
@@ -222,6 +231,57 @@ static int show_map(const char *pin, int walk)
 	return 0;
 }
 
+/*
+ * "KEY": [{"key": K, "sockets": V}, ...] of a pinned hash of __u32 or __u64
+ * keys to __u64 values, or []; with SAVE, the keys go to skip_ids.
+ */
+static void show_hash(const char *key, const char *pin, int save)
+{
+	struct bpf_map_info info = {};
+	__u32 len = sizeof(info);
+	unsigned long long k, v;
+	char cur[8], next[8];
+	void *prev = NULL;
+	int fd, n = 0;
+
+	printf("\"%s\":[", key);
+	fd = open_pin(pin);
+	if (fd < 0 || bpf_obj_get_info_by_fd(fd, &info, &len) ||
+	    (info.key_size != 4 && info.key_size != 8) || info.value_size != 8) {
+		putchar(']');
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	while (!bpf_map_get_next_key(fd, prev, next)) {
+		memcpy(cur, next, sizeof(cur));
+		prev = cur;
+		if (bpf_map_lookup_elem(fd, cur, &v))
+			continue;	/* deleted meanwhile */
+		k = info.key_size == 4 ? *(__u32 *)cur : *(__u64 *)cur;
+		printf("%s{\"key\":%llu,\"sockets\":%llu}", n++ ? "," : "", k, v);
+		if (save && n_skip < MAX_SKIP)
+			skip_ids[n_skip++] = k;
+	}
+	putchar(']');
+	close(fd);
+}
+
+/* The pages TCP sockets hold now: "TCP: ... mem N" in /proc/net/sockstat. */
+static long tcp_mem_pages(void)
+{
+	FILE *f = fopen("/proc/net/sockstat", "r");
+	char line[256], *p;
+	long pages = -1;
+
+	while (f && fgets(line, sizeof(line), f))
+		if (!strncmp(line, "TCP:", 4) && (p = strstr(line, " mem ")))
+			pages = atol(p + 5);
+	if (f)
+		fclose(f);
+	return pages;
+}
+
 /* Is program ID directly attached to cgroup FD as TYPE? */
 static int attached(int fd, enum bpf_attach_type type, __u32 id)
 {
@@ -255,10 +315,12 @@ static int visit_cgroup(const char *path, const struct stat *sb, int flag,
 {
 	int fd, err = 0;
 
-	(void)sb;
 	(void)ftw;
 	if (flag != FTW_D)
 		return 0;
+	for (fd = 0; fd < n_skip; fd++)
+		if (!skip_paths[fd] && skip_ids[fd] == sb->st_ino)
+			skip_paths[fd] = strdup(path);
 	fd = open(path, O_RDONLY | O_DIRECTORY);
 	if (fd < 0)
 		return 0;	/* gone meanwhile */
@@ -301,7 +363,7 @@ static void show_list(const char *key, char **list, int n)
 
 int main(int argc, char **argv)
 {
-	int walk = 0, err = 0;
+	int walk = 0, err = 0, i;
 	char *root;
 
 	if (argc == 3 && !strcmp(argv[1], "--walk")) {
@@ -330,9 +392,17 @@ int main(int argc, char **argv)
 	err |= show_array("counters", "stats");
 	putchar(',');
 	err |= show_array("config", "config");
+	putchar(',');
+	err |= show_array("backlog", "backlog");
+	putchar(',');
+	show_hash("skip_ports", "skip_ports", 0);
+	putchar(',');
+	show_hash("skip_cgroups", "skip_cgroups", 1);
+	printf(",\"page_size\":%ld,\"tcp_mem_pages\":%ld",
+	       sysconf(_SC_PAGESIZE), tcp_mem_pages());
 
 	root = cgroup2_root();
-	if (root && (sockops_id || release_id) &&
+	if (root && (sockops_id || release_id || n_skip) &&
 	    nftw(root, visit_cgroup, 32, FTW_PHYS | FTW_MOUNT)) {
 		fprintf(stderr, "sockops_stat: cannot walk %s: %s\n", root,
 			strerror(errno));
@@ -342,7 +412,15 @@ int main(int argc, char **argv)
 	show_list("cgroups", cg_sockops, n_sockops);
 	putchar(',');
 	show_list("release_cgroups", cg_release, n_release);
-	printf("}\n");
+	printf(",\"skip_cgroup_paths\":{");
+	for (i = 0; i < n_skip; i++) {
+		printf("%s\"%llu\":", i ? "," : "", skip_ids[i]);
+		if (skip_paths[i])
+			json_str(skip_paths[i]);
+		else
+			printf("null");
+	}
+	printf("}}\n");
 	free(root);
 	return err ? 1 : 0;
 }

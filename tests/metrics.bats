@@ -35,9 +35,9 @@ sample() {
 
 	load_bypass --quiet --max-entries 4096
 	# One checksummed transfer, then three connections held open.
-	spawn xfer-recv "$TOP/tools/xfer" recv -b 127.0.0.1 -p "$PORT"
+	spawn xfer-recv "$XFER" recv -b 127.0.0.1 -p "$PORT"
 	wait_port "$PORT"
-	in_cg "$TOP/tools/xfer" send -a 127.0.0.1 -p "$PORT" -B 5000000 -R 3000000
+	in_cg "$XFER" send -a 127.0.0.1 -p "$PORT" -B 5000000 -R 3000000
 	wait "$LAST_PID"
 	# connhold holds them until its stdin ends: a sleep's, here.
 	spawn hold bash -c 'exec "$1" hold -n 3 < <(exec sleep 600)' _ "$TOP/bench/connhold"

@@ -108,9 +108,9 @@ EOF
 		any(.[]; .id == $r and (.attach_type | test("sock_release")))'
 	(($(bpftool -j map show pinned "$SOCKOPS_PIN_DIR/$PIN_MAP" | jq .max_entries) == 4096))
 	# A real transfer goes through it ...
-	spawn xfer-recv "$TOP/tools/xfer" recv -b 127.0.0.1 -p "$PORT"
+	spawn xfer-recv "$XFER" recv -b 127.0.0.1 -p "$PORT"
 	wait_port "$PORT"
-	in_cg "$TOP/tools/xfer" send -a 127.0.0.1 -p "$PORT" -B 2000000 -R 1000000
+	in_cg "$XFER" send -a 127.0.0.1 -p "$PORT" -B 2000000 -R 1000000
 	wait "$LAST_PID"
 	(($(counter bytes_redirected) == 2000000 + 24 + 1000000))
 	# ... and the installed status.sh, which finds its sockops_stat
