@@ -96,8 +96,8 @@ exec jq -r --arg format "$format" --argjson warn_fill "$WARN_FILL" \
 				config: (.config + {queue_bound_works: $counted}),
 				tcp_mem_now: (.tcp_mem_pages * .page_size),
 				backlog_now: ((.backlog.units // 0) * 65536),
-				skip_ports: (.skip_ports | map({port: .key, sockets})),
-				skip_cgroups: (.skip_cgroup_paths as $p | .skip_cgroups |
+				skip_ports: (.skip_ports | sort_by(.key) | map({port: .key, sockets})),
+				skip_cgroups: (.skip_cgroup_paths as $p | .skip_cgroups | sort_by(.key) |
 					map({id: .key, path: $p[.key | tostring], sockets})),
 				counters,
 				warnings: [
