@@ -9,18 +9,19 @@
 # make deps       install what is missing (root), else list it
 # make vmtest     the suite inside Debian's kernels under qemu (root):
 #                 KERNELS="linux-image-amd64 ..." TESTS="core faults"
+# make install    objects, scripts and sockops.service under PREFIX
+# make uninstall  remove exactly what make install put there
 #
-# MAX_ENTRIES=n sets the sockhash capacity; OUTPUT=dir puts the BPF objects
-# elsewhere (make bpf OUTPUT=/tmp/x MAX_ENTRIES=4, then load.sh with
-# SOCKOPS_OBJ_DIR=/tmp/x); V=1 shows the commands.
+# OUTPUT=dir puts the BPF objects elsewhere (make bpf OUTPUT=/tmp/x, then
+# load.sh with SOCKOPS_OBJ_DIR=/tmp/x); V=1 shows the commands.  The
+# sockhash's capacity is set when loading: load.sh --max-entries N.
 
 CLANG ?= clang
 CC ?= cc
-MAX_ENTRIES ?= 65536
 # <asm/types.h> lives in the multiarch include directory on Debian/Ubuntu;
 # clang -target bpf does not look there by itself.
 MULTIARCH = $(shell $(CC) -print-multiarch 2>/dev/null)
-BPF_CFLAGS = -g -O2 -Wall -Werror -target bpf -DMAX_ENTRIES=$(MAX_ENTRIES) \
+BPF_CFLAGS = -g -O2 -Wall -Werror -target bpf \
 	$(if $(MULTIARCH),-I/usr/include/$(MULTIARCH))
 CFLAGS ?= -O2 -g -Wall -Wextra -Werror
 CFLAGS += -D_GNU_SOURCE -I.
@@ -36,9 +37,11 @@ SOCKPROBE_OBJS := $(addprefix tests/probes/, sockprobe.o sockprobe_eof.o \
 XFER_OBJS := tests/probes/xfer.o
 NOREAD_OBJS := tests/probes/noread.o
 SOCKBENCH_OBJS := bench/sockbench.o
-OBJS := $(SOCKPROBE_OBJS) $(XFER_OBJS) $(NOREAD_OBJS) $(SOCKBENCH_OBJS)
+CONNHOLD_OBJS := bench/connhold.o
+OBJS := $(SOCKPROBE_OBJS) $(XFER_OBJS) $(NOREAD_OBJS) $(SOCKBENCH_OBJS) \
+	$(CONNHOLD_OBJS)
 PROGS := tests/probes/sockprobe tests/probes/xfer tests/probes/noread \
-	bench/sockbench
+	bench/sockbench bench/connhold
 
 ifeq ($(V),1)
 Q :=
@@ -49,13 +52,13 @@ msg = @printf '  %-6s %s\n' '$(1)' '$(2)';
 endif
 
 .DELETE_ON_ERROR:
-all: bpf $(PROGS)
+all: bpf sockops_stat $(PROGS)
 
 .PHONY: all bpf clean check test vmtest demo bench deps FORCE
 
 bpf: $(BPF_OBJS)
 
-# Rebuild the objects when MAX_ENTRIES or the flags change.
+# Rebuild the objects when the flags change.
 $(OUTPUT)/.bpf-cflags: FORCE
 	@mkdir -p $(OUTPUT)
 	@echo '$(BPF_CFLAGS)' | cmp -s - $@ || echo '$(BPF_CFLAGS)' > $@
@@ -63,6 +66,11 @@ $(OUTPUT)/.bpf-cflags: FORCE
 $(BPF_OBJS): $(OUTPUT)/%.o: %.c bpf_sockops.h bpf_maps.h $(OUTPUT)/.bpf-cflags
 	$(call msg,CLANG,$@)
 	$(Q)$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+# status.sh's reader: installed with the scripts, linked with libbpf.
+sockops_stat: sockops_stat.c
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(CFLAGS) $< -o $@ -lbpf
 
 # Every C program uses lib/util.h; what else each object includes is named.
 $(OBJS): %.o: %.c lib/util.h
@@ -76,6 +84,7 @@ tests/probes/sockprobe: $(SOCKPROBE_OBJS)
 tests/probes/xfer: $(XFER_OBJS)
 tests/probes/noread: $(NOREAD_OBJS)
 bench/sockbench: $(SOCKBENCH_OBJS)
+bench/connhold: $(CONNHOLD_OBJS)
 
 $(PROGS):
 	$(call msg,LD,$@)
@@ -106,5 +115,60 @@ deps-%:
 
 clean:
 	$(call msg,CLEAN,)
-	$(Q)rm -f $(BPF_OBJS) $(OUTPUT)/.bpf-cflags $(OBJS) $(PROGS)
+	$(Q)rm -f $(BPF_OBJS) $(OUTPUT)/.bpf-cflags $(OBJS) $(PROGS) sockops_stat
 	$(Q)rm -rf bench/out
+
+# make install [PREFIX=/usr/local] [DESTDIR=staging dir]
+#
+# Everything load.sh needs sits in one directory, $(LIBEXEC): the scripts
+# find common.sh and the objects beside themselves.  The commands in
+# $(SBINDIR) are two-line wrappers, not symlinks, because a symlink would
+# make the scripts look for those files in $(SBINDIR).  The environment file
+# is an administrator's file: an existing one is kept, and uninstall removes
+# it only if it is still the one installed.
+PREFIX ?= /usr/local
+SBINDIR ?= $(PREFIX)/sbin
+LIBEXEC ?= $(PREFIX)/lib/sockops
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSCONFDIR ?= /etc
+ENVFILE := $(SYSCONFDIR)/default/sockops
+INSTALL_OBJS := bpf_sockops.o bpf_redir.o
+INSTALL_SCRIPTS := load.sh unload.sh status.sh trace_bpf_output.sh \
+	trace_lo_traffic.sh
+COMMANDS := load unload status
+
+.PHONY: install uninstall
+install: $(BPF_OBJS) sockops_stat
+	$(call msg,INSTALL,$(DESTDIR)$(LIBEXEC))
+	$(Q)install -d $(DESTDIR)$(LIBEXEC) $(DESTDIR)$(SBINDIR) \
+		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/default
+	$(Q)install -m 0644 $(addprefix $(OUTPUT)/,$(INSTALL_OBJS)) common.sh \
+		$(DESTDIR)$(LIBEXEC)/
+	$(Q)install -m 0755 $(INSTALL_SCRIPTS) sockops_stat $(DESTDIR)$(LIBEXEC)/
+	$(Q)for c in $(COMMANDS); do \
+		printf '#!/bin/sh\nexec %s/%s.sh "$$@"\n' '$(LIBEXEC)' $$c \
+			> $(DESTDIR)$(SBINDIR)/sockops-$$c && \
+		chmod 0755 $(DESTDIR)$(SBINDIR)/sockops-$$c || exit; \
+	done
+	$(Q)sed 's|@LIBEXEC@|$(LIBEXEC)|g; s|@ENVFILE@|$(ENVFILE)|g' \
+		service/sockops.service.in > $(DESTDIR)$(UNITDIR)/sockops.service
+	$(Q)chmod 0644 $(DESTDIR)$(UNITDIR)/sockops.service
+	$(Q)if [ -e $(DESTDIR)$(ENVFILE) ]; then \
+		cmp -s service/sockops.default $(DESTDIR)$(ENVFILE) || \
+			echo "  kept   $(DESTDIR)$(ENVFILE) (changed locally)"; \
+	else \
+		install -m 0644 service/sockops.default $(DESTDIR)$(ENVFILE); \
+	fi
+
+uninstall:
+	$(call msg,RM,$(DESTDIR)$(LIBEXEC))
+	$(Q)rm -f $(addprefix $(DESTDIR)$(LIBEXEC)/,$(INSTALL_OBJS) common.sh \
+		$(INSTALL_SCRIPTS) sockops_stat)
+	$(Q)rmdir $(DESTDIR)$(LIBEXEC) 2>/dev/null || true
+	$(Q)rm -f $(addprefix $(DESTDIR)$(SBINDIR)/sockops-,$(COMMANDS)) \
+		$(DESTDIR)$(UNITDIR)/sockops.service
+	$(Q)if cmp -s service/sockops.default $(DESTDIR)$(ENVFILE); then \
+		rm -f $(DESTDIR)$(ENVFILE); \
+	elif [ -e $(DESTDIR)$(ENVFILE) ]; then \
+		echo "  kept   $(DESTDIR)$(ENVFILE) (changed locally)"; \
+	fi

@@ -10,8 +10,34 @@
  * on every send.  Sockets the bypass cannot serve like TCP (SO_RCVLOWAT set)
  * are left out, and so are those the operator listed (skip_ports,
  * skip_cgroups).
+ *
+ * It also counts the sockets that leave the sockhash, so that status.sh
+ * knows how full the map is without walking it (sockets_inserted -
+ * sockets_removed).  A TCP socket leaves the sockhash in exactly two places
+ * (net/core/sock_map.c, 6.1 and 6.12; tcp_bpf no longer hooks unhash):
+ *
+ * - sock_map_close(), when its owner closes the last file descriptor:
+ *   inet_release() runs the cgroup's sock_release programs right before
+ *   calling it, so bpf_release below counts the socket out there;
+ * - sock_map_destroy(), when the kernel destroys a socket that never had a
+ *   file: one that a listener never handed to accept() (the listener
+ *   closed, or inet_csk_reqsk_queue_add() found it closed).  Such a socket
+ *   goes through tcp_set_state(TCP_CLOSE) first, and the
+ *   BPF_SOCK_OPS_STATE_CB that we ask for on every inserted socket counts
+ *   it out there.
+ *
+ * TCP_CLOSE alone would be wrong both ways: a socket reset by its peer, or
+ * done with both FINs after shutdown(), reaches TCP_CLOSE but stays in the
+ * map until its owner closes it (too early), and a socket closed in
+ * ESTABLISHED left the map at close() but reaches TCP_CLOSE only after
+ * FIN_WAIT1 or LAST_ACK (too late).  The socket's in_map field makes sure
+ * each entry is counted out once.  Kernel sockets (no file, and inet_release
+ * skips sock_release programs for them) are counted out at TCP_CLOSE too,
+ * which can be a little early or late; other counting errors are listed in
+ * docs/operations.md.
  */
 #include <linux/bpf.h>
+#include <linux/errno.h>	/* E2BIG: bpf_sock_hash_update() on a full map */
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_core_read.h>
@@ -21,6 +47,20 @@
 
 #define AF_INET		2
 #define AF_INET6	10
+
+/*
+ * The two kernel fields that tell whether a socket has a file, declared
+ * alone: CO-RE (preserve_access_index) finds their offsets in the running
+ * kernel's BTF, and the "___sockops" suffix keeps these apart from the real
+ * types, whose names libbpf matches without it.
+ */
+struct socket___sockops {
+	void *file;
+} __attribute__((preserve_access_index));
+
+struct sock___sockops {
+	struct socket___sockops *sk_socket;
+} __attribute__((preserve_access_index));
 
 /*
  * Fill key->local_ip/remote_ip from the context.
@@ -108,10 +148,25 @@ static __always_inline void count_insert(long err)
 
 	if (!st)
 		return;
-	if (err)
-		st->insert_failed++;
-	else
-		st->sockets_inserted++;
+	if (!err) {
+		/* Atomic: see struct bypass_stats. */
+		__sync_fetch_and_add(&st->sockets_inserted, 1);
+		return;
+	}
+	st->insert_failed++;
+	if (err == -E2BIG)
+		st->insert_map_full++;
+}
+
+/* Count the socket's entries out of the sockhash, once. */
+static __always_inline void count_removed(struct peer_info *peer)
+{
+	struct bypass_stats *st = stats_this_cpu();
+	__u32 n = peer->in_map;
+
+	peer->in_map = 0;
+	if (st)
+		__sync_fetch_and_add(&st->sockets_removed, n);
 }
 
 static __always_inline void sockops_insert(struct bpf_sock_ops *skops, __u32 op)
@@ -137,15 +192,25 @@ static __always_inline void sockops_insert(struct bpf_sock_ops *skops, __u32 op)
 	 * With the sequence numbers in the key, a clash is not expected.
 	 */
 	err = bpf_sock_hash_update(skops, &sock_ops_map, &key, BPF_NOEXIST);
-	if (err)
-		bpf_sk_storage_delete(&peer_keys, sk);
 	count_insert(err);
-	if (err)
+	if (err) {
+		/*
+		 * A socket still in the map under an earlier connection's
+		 * key keeps its storage, so that entry is counted out when
+		 * it goes; it just never redirects.
+		 */
+		if (peer->in_map)
+			peer->use_tcp = LATCH_NO_PEER;
+		else
+			bpf_sk_storage_delete(&peer_keys, sk);
 		return;
+	}
+	peer->in_map++;
 	trace_established(op, &key);
 	/*
-	 * Call us back on its state changes, to take its share of the host's
-	 * backlog back when it closes.  The helper sets the socket's flags to
+	 * Call us back on its state changes, to see TCP_CLOSE: to take its
+	 * share of the host's backlog back, and to count it out of the
+	 * sockhash if it has no file.  The helper sets the socket's flags to
 	 * its argument: keep those another agent's program set.
 	 */
 	bpf_sock_ops_cb_flags_set(skops, CTX_READ(skops->bpf_sock_ops_cb_flags) |
@@ -153,9 +218,27 @@ static __always_inline void sockops_insert(struct bpf_sock_ops *skops, __u32 op)
 }
 
 /*
+ * True if the socket has a file: then its owner's close() takes it out of
+ * the sockhash, and bpf_release counts it.  The skc_to_tcp_sock() helper
+ * turns the context's socket into a BTF pointer that may be read field by
+ * field (root only: it needs CAP_PERFMON).
+ */
+static __always_inline int sock_has_file(struct bpf_sock *sk)
+{
+	struct sock___sockops *s = (void *)bpf_skc_to_tcp_sock(sk);
+	struct socket___sockops *sock;
+
+	if (!s)
+		return 0;
+	sock = s->sk_socket;
+	return sock && sock->file;
+}
+
+/*
  * A socket of ours changed state.  When it closes, take its share of the
  * host's backlog back: what it had queued on its peer is freed with the
- * peer, or read.  (It leaves the sockhash by itself: sock_map_close().)
+ * peer, or read.  And if no close() will take it out of the sockhash (it
+ * has no file), count it out now: see the top of this file.
  */
 static __always_inline void sockops_state(struct bpf_sock_ops *skops)
 {
@@ -166,8 +249,11 @@ static __always_inline void sockops_state(struct bpf_sock_ops *skops)
 	if (!sk || CTX_READ(skops->args[1]) != BPF_TCP_CLOSE)
 		return;
 	peer = bpf_sk_storage_get(&peer_keys, sk, 0, 0);
-	if (peer)
-		backlog_release(peer);
+	if (!peer)
+		return;
+	backlog_release(peer);
+	if (peer->in_map && !sock_has_file(sk))
+		count_removed(peer);
 }
 
 /*
@@ -333,6 +419,22 @@ int bpf_sockmap(struct bpf_sock_ops *skops)
 		break;
 	}
 	/* sock_ops programs return 1; the reply field carries any answer. */
+	return 1;
+}
+
+/*
+ * Runs in inet_release() when the last file descriptor of a socket of this
+ * cgroup is closed, right before sock_map_close() takes it out of the
+ * sockhash.  Returning 1 lets the close go on, as it always does.
+ */
+SEC("cgroup/sock_release")
+int bpf_release(struct bpf_sock *sk)
+{
+	struct peer_info *peer;
+
+	peer = bpf_sk_storage_get(&peer_keys, sk, 0, 0);
+	if (peer && peer->in_map)
+		count_removed(peer);
 	return 1;
 }
 

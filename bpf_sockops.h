@@ -11,13 +11,14 @@
 #include <linux/types.h>
 
 /*
- * Capacity of the sockhash: the number of sockets (two per connection) that
- * can be accelerated at once.  When the map is full, new connections are
- * simply not accelerated.  Override with "make MAX_ENTRIES=n".
+ * Default capacity of the sockhash: the number of sockets (two per
+ * connection) that can be accelerated at once.  When the map is full, new
+ * connections are simply not accelerated.  load.sh creates the sockhash
+ * itself, "--max-entries N" sockets large, and takes this default, the key
+ * size and the value size from the sockhash's definition in bpf_sockops.o's
+ * BTF, so the capacity changes without a rebuild.
  */
-#ifndef MAX_ENTRIES
 #define MAX_ENTRIES 65536
-#endif
 
 /*
  * The sockhash key: one connection seen from one end.
@@ -69,6 +70,12 @@ struct sock_key {
  * bytes in sk_receive_queue.  Going back would: new redirected bytes would
  * overtake TCP bytes still in sk_receive_queue, and a reader already asleep
  * in tcp_recvmsg() (MSG_WAITALL) would never see them.
+ *
+ * in_map is the number of entries the socket has in the sockhash: 1 once it
+ * is inserted, 0 once it is counted out (sockets_removed).  More than 1 only
+ * for a socket that connect(AF_UNSPEC) disconnected and that connected
+ * again: it stays in the map under its first key until it is closed, and is
+ * inserted under the new one too.
  */
 enum latch_reason {
 	LATCH_NONE = 0,
@@ -89,6 +96,8 @@ struct peer_info {
 	struct sock_key key;	/* the peer's key: ours, mirrored */
 	__u32 use_tcp;		/* enum latch_reason; LATCH_NONE: redirect */
 	__u32 charged;		/* our share of the host backlog, see below */
+	__u32 in_map;		/* entries this socket has in the sockhash */
+	__u32 pad;		/* no hole at the end */
 };
 
 /*
@@ -117,11 +126,21 @@ struct backlog {
 /*
  * Counters, one struct per CPU in a BPF_MAP_TYPE_PERCPU_ARRAY of one entry.
  * Each program does one lookup per run and plain increments: per-CPU slots
- * need no locks or atomics.  User space sums over CPUs (status.sh).
+ * need no locks.  User space sums over CPUs (status.sh), and shows every
+ * field of this struct by its name, so a new counter needs no script change.
+ *
+ * sockets_inserted - sockets_removed is the number of sockets in the
+ * sockhash now: status.sh reads it instead of walking the map.  Those two
+ * are added atomically, because a plain increment can be lost: sock_ops runs
+ * in process context for one socket and in softirq, on the same CPU, for
+ * another.  A lost message counter is noise; a lost one of these two would
+ * stay in the count for good.
  */
 struct bypass_stats {
 	__u64 sockets_inserted;	/* established sockets put in the sockhash */
+	__u64 sockets_removed;	/* sockets that left it: see bpf_sockops.c */
 	__u64 insert_failed;	/* bpf_sock_hash_update() failed, e.g. map full */
+	__u64 insert_map_full;	/* of those, because the sockhash was full */
 	__u64 sockets_skipped;	/* left on TCP on purpose (SO_RCVLOWAT set) */
 	__u64 msgs_redirected;	/* sendmsg calls redirected to a peer socket */
 	__u64 bytes_redirected;	/* bytes in those messages */

@@ -15,9 +15,12 @@ readonly PIN_CONFIG=config
 readonly PIN_PEERS=peer_keys
 readonly PIN_BACKLOG=backlog
 readonly PIN_SOCKOPS=bpf_sockmap
+readonly PIN_RELEASE=bpf_release
 readonly PIN_REDIR=bpf_redir
 readonly PIN_SKIP_PORTS=skip_ports
 readonly PIN_SKIP_CGROUPS=skip_cgroups
+# load.sh creates the sockhash here, then loads bpf_sockops.o onto it.
+readonly PIN_MAP_NEW=sock_ops_map_new
 # Every map of bpf_maps.h: bpf_sockops.o creates and pins them all, and
 # bpf_redir.o must reuse each one, or libbpf would create a second copy.
 readonly PIN_MAPS=("$PIN_MAP" "$PIN_PEERS" "$PIN_STATS" "$PIN_CONFIG"

@@ -4,14 +4,17 @@
 # load.sh - load the sockops bypass and attach it to a cgroup v2.
 #
 # Steps, all undone if one fails:
-#   1. load bpf_sockops.o, pin its program and its maps in the pin directory
-#   2. load bpf_redir.o, reusing the pinned maps (never a second sockhash)
-#   3. attach bpf_redir to the sockhash as its sk_msg verdict
-#   4. attach bpf_sockmap to the cgroup as sock_ops, with "multi" so that
-#      other sock_ops programs on the cgroup keep running
-# Step 3 comes before step 4: a socket takes the map's programs when it is
-# inserted, so the verdict must be in place before the first insert.  The
-# skip lists are filled before step 4 too.  Run again on a loaded bypass,
+#   1. create the sockhash, --max-entries large, and pin it
+#   2. load bpf_sockops.o onto it, pin its two programs and its other maps
+#   3. load bpf_redir.o, reusing the pinned maps (never a second sockhash)
+#   4. attach bpf_redir to the sockhash as its sk_msg verdict
+#   5. attach bpf_release to the cgroup as sock_release, and
+#   6. bpf_sockmap as sock_ops, both with "multi" so that other programs on
+#      the cgroup keep running
+# Step 4 comes before step 6: a socket takes the map's programs when it is
+# inserted, so the verdict must be in place before the first insert.  Step 5
+# comes before step 6 too, so that no inserted socket closes unseen.  The
+# skip lists are filled before step 6 too.  Run again on a loaded bypass,
 # --skip-ports and --skip-cgroup replace the lists in place (for new
 # connections; open ones keep what they have).
 set -euo pipefail
@@ -22,6 +25,10 @@ readonly SOCKOPS_OBJ=$OBJ_DIR/bpf_sockops.o
 readonly REDIR_OBJ=$OBJ_DIR/bpf_redir.o
 readonly MIN_KERNEL=6.1
 readonly PAGE_SIZE=$(getconf PAGESIZE)
+# --max-entries bounds.  The kernel allocates the sockhash's buckets up
+# front, 16 bytes for each of max_entries rounded up to a power of two: 16
+# MiB at 1M entries, 256 MiB at the upper bound here.
+readonly MAX_ENTRIES_MIN=2 MAX_ENTRIES_MAX=16777216
 
 # The per-connection queue bound, when --max-queue is not given: a quarter
 # of TCP's pressure threshold (tcp_mem[1]), but at least 16 MiB and at most
@@ -38,7 +45,7 @@ default_max_queue() {
 
 usage() {
 	cat >&2 <<EOF
-Usage: ${0##*/} [--cgroup PATH] [--pin-dir DIR] [--quiet]
+Usage: ${0##*/} [--cgroup PATH] [--pin-dir DIR] [--quiet] [--max-entries N]
                [--max-queue SIZE] [--max-tcp-mem SIZE]
                [--skip-ports LIST] [--skip-cgroup PATH]...
 
@@ -51,6 +58,10 @@ Load the sockops bypass and attach it to a cgroup v2.
                        \$SOCKOPS_PIN_DIR, else <bpffs>/sockops); one
                        directory per instance
   --quiet              no per-connection line in the trace buffer
+  --max-entries N      capacity of the sockhash in sockets, two per
+                       connection, $MAX_ENTRIES_MIN to $MAX_ENTRIES_MAX (default: MAX_ENTRIES
+                       of bpf_sockops.h, 65536 as shipped); a loaded
+                       sockhash keeps its size: unload.sh first
   --max-queue SIZE     per connection: go by TCP once the receiver would hold
                        more than SIZE unread, each message counted with 1 KiB
                        of overhead (default: $(human_size "$(default_max_queue)") on this host; 0: no bound)
@@ -83,6 +94,8 @@ max_tcp_mem=
 skip_ports=()		# set by --skip-ports
 skip_ports_given=0
 skip_cgroups=()		# paths, from --skip-cgroup
+entries_arg=
+entries_set=0
 while (($#)); do
 	case $1 in
 	--cgroup)	[[ $# -ge 2 ]] || { usage; exit 2; }; cgroup=$2; shift ;;
@@ -90,6 +103,8 @@ while (($#)); do
 	--pin-dir)	[[ $# -ge 2 ]] || { usage; exit 2; }; pin=$2; shift ;;
 	--pin-dir=*)	pin=${1#*=} ;;
 	--quiet)	trace=0 ;;
+	--max-entries)	[[ $# -ge 2 ]] || { usage; exit 2; }; entries_arg=$2; entries_set=1; shift ;;
+	--max-entries=*) entries_arg=${1#*=}; entries_set=1 ;;
 	--max-queue)	[[ $# -ge 2 ]] || { usage; exit 2; }; max_queue=$2; shift ;;
 	--max-queue=*)	max_queue=${1#*=} ;;
 	--max-tcp-mem)	[[ $# -ge 2 ]] || { usage; exit 2; }; max_tcp_mem=$2; shift ;;
@@ -115,12 +130,40 @@ size_opt() {
 }
 max_queue=$(size_opt --max-queue "$max_queue" "$(default_max_queue)")
 max_tcp_mem=$(size_opt --max-tcp-mem "$max_tcp_mem" $(($(tcp_mem 1) * PAGE_SIZE)))
+# Ten digits at most, so that the comparison cannot overflow.
+if ((entries_set)); then
+	[[ $entries_arg =~ ^[0-9]{1,10}$ ]] &&
+		((10#$entries_arg >= MAX_ENTRIES_MIN && 10#$entries_arg <= MAX_ENTRIES_MAX)) ||
+		die "--max-entries $entries_arg: give a number of sockets from $MAX_ENTRIES_MIN to $MAX_ENTRIES_MAX"
+	entries_arg=$((10#$entries_arg))
+fi
 
 need_root "${ARGS[@]}"
 need_tools bpftool jq findmnt
 for obj in "$SOCKOPS_OBJ" "$REDIR_OBJ"; do
 	[[ -f $obj ]] || die "$obj not found: build it first with 'make'"
 done
+
+# sockhash_def OBJ: "KEY_SIZE VALUE_SIZE MAX_ENTRIES" of the sockhash as
+# bpf_maps.h defines it, read from the object's BTF.  In a BTF-defined map,
+# __uint(max_entries, N) is an "int (*max_entries)[N]" and __type(key, T) a
+# "T *key": follow the pointer, then read the array length or the size.
+sockhash_def() {
+	bpftool -j btf dump file "$1" | jq -r --arg map "$PIN_MAP" '
+		(.types | map({key: (.id | tostring), value: .}) | from_entries) as $t |
+		def type($id): $t[$id | tostring] as $x |
+			if $x.kind == "TYPEDEF" or $x.kind == "CONST" or $x.kind == "VOLATILE"
+			then type($x.type_id) else $x end;
+		def size($id): type($id) as $x |
+			if $x.kind == "ARRAY" then $x.nr_elems * size($x.type_id) else $x.size end;
+		(.types[] | select(.kind == "VAR" and .name == $map)) as $var |
+		(type($var.type_id).members | map({key: .name, value: .type_id}) | from_entries) as $m |
+		"\(size(type($m.key).type_id)) \(size(type($m.value).type_id)) \(type(type($m.max_entries).type_id).nr_elems)"'
+}
+read -r key_size value_size default_entries < <(sockhash_def "$SOCKOPS_OBJ") &&
+	[[ $key_size =~ ^[0-9]+$ && $value_size =~ ^[0-9]+$ && $default_entries =~ ^[0-9]+$ ]] ||
+	die "cannot read the definition of $PIN_MAP from the BTF of $SOCKOPS_OBJ: rebuild it with 'make'"
+entries=${entries_arg:-$default_entries}
 
 cgroot=$(cgroup2_root)
 cgroup=${cgroup:-$cgroot}
@@ -221,33 +264,37 @@ settings() {
 	echo "queue bound: $q; host guard: $h"
 }
 
-# Already loaded?  Done if attached where asked; refuse if attached
-# elsewhere; clear a half-done load left by a crash.
+# Already loaded?  Done if both cgroup programs are attached where asked
+# (refuse if elsewhere, or if --max-entries asks for another capacity: a
+# live sockhash cannot be resized); clear a half-done load left by a crash.
 if [[ -e $pin ]]; then
-	id=$(prog_id "$pin/$PIN_SOCKOPS")
-	where=$(attached_cgroups "$id")
-	if [[ -n $where ]]; then
+	where=$(attached_cgroups "$(prog_id "$pin/$PIN_SOCKOPS")")
+	rwhere=$(attached_cgroups "$(prog_id "$pin/$PIN_RELEASE")")
+	if [[ -n $where && $rwhere == "$where" ]]; then
 		[[ $where == "$cgroup" ]] ||
 			die "already loaded from $pin and attached to $where; run unload.sh first, or use another --pin-dir"
+		have=$(bpftool -j map show pinned "$pin/$PIN_MAP" | jq .max_entries)
+		[[ -z $entries_arg || $have == "$entries" ]] ||
+			die "already loaded from $pin with a sockhash of $have entries; run unload.sh first to load it with --max-entries $entries"
 		write_config >/dev/null ||
 			die "cannot update the settings in $pin/$PIN_CONFIG"
 		if ((skip_ports_given || ${#skip_cgroups[@]})); then
 			set_skip_lists "$pin"
 			info "skip lists updated; they apply to new connections"
 		fi
-		info "already loaded: $pin, attached to $cgroup; $(settings)"
+		info "already loaded: $pin, attached to $cgroup, sockhash of $have entries; $(settings)"
 		exit 0
 	fi
 	warn "removing the incomplete load in $pin"
 	"$TOP_DIR/unload.sh" --pin-dir "$pin" >/dev/null
 fi
 
-# A sock_ops program attached without "multi" (exclusively) forbids any
-# other; say so before changing anything.
+# A program attached without "multi" (exclusively) forbids any other of its
+# type; say so before changing anything.
 excl=$(bpftool -j cgroup show "$cgroup" 2>/dev/null |
-	jq -r '.[] | select((.attach_type == "sock_ops" or .attach_type == "cgroup_sock_ops") and .attach_flags != "multi") | "\(.name) (id \(.id))"')
+	jq -r '.[] | select((.attach_type | test("sock_ops|sock_release")) and .attach_flags != "multi") | "\(.attach_type) program \(.name) (id \(.id))"')
 [[ -z $excl ]] ||
-	die "$cgroup has sock_ops program $excl attached without 'multi' (exclusively): the kernel allows no second program there; detach it or use --cgroup"
+	die "$cgroup has $excl attached without 'multi' (exclusively): the kernel allows no second program of its type there; detach it or use --cgroup"
 
 step=
 rollback() {
@@ -278,8 +325,18 @@ run() {
 mkdir -p "$pin"
 trap rollback EXIT
 
+# The sockhash is created here, at the size asked for, and bpf_sockops.o is
+# loaded onto it ("map name ... pinned ...": libbpf reuses it instead of
+# creating the one in the object).  It is pinned under a temporary name
+# first, because "pinmaps" then pins every map of the object, this one
+# included, and would fail on a name already taken.
+run "create $PIN_MAP ($entries entries)" \
+	bpftool map create "$pin/$PIN_MAP_NEW" type sockhash \
+		key "$key_size" value "$value_size" entries "$entries" name "$PIN_MAP"
 run "load $SOCKOPS_OBJ" \
-	bpftool prog load "$SOCKOPS_OBJ" "$pin/$PIN_SOCKOPS" pinmaps "$pin"
+	bpftool prog loadall "$SOCKOPS_OBJ" "$pin" \
+		map name "$PIN_MAP" pinned "$pin/$PIN_MAP_NEW" pinmaps "$pin"
+rm -f "$pin/$PIN_MAP_NEW"
 mapfile -t reuse < <(reuse_map_args "$pin")
 run "load $REDIR_OBJ" \
 	bpftool prog load "$REDIR_OBJ" "$pin/$PIN_REDIR" "${reuse[@]}"
@@ -287,10 +344,12 @@ run "write the settings to $pin/$PIN_CONFIG" write_config
 run "fill the skip lists" set_skip_lists "$pin"
 run "attach $PIN_REDIR as sk_msg_verdict" \
 	bpftool prog attach pinned "$pin/$PIN_REDIR" sk_msg_verdict pinned "$pin/$PIN_MAP"
+run "attach $PIN_RELEASE to $cgroup" \
+	bpftool cgroup attach "$cgroup" cgroup_inet_sock_release pinned "$pin/$PIN_RELEASE" multi
 run "attach $PIN_SOCKOPS to $cgroup" \
 	bpftool cgroup attach "$cgroup" cgroup_sock_ops pinned "$pin/$PIN_SOCKOPS" multi
 
-info "loaded: pins in $pin, sock_ops attached to $cgroup; $(settings)"
+info "loaded: pins in $pin, sock_ops attached to $cgroup, sockhash of $entries entries; $(settings)"
 if ((max_queue)) && ! kernel_counts_redirected; then
 	warn "the queue bound may not work on this kernel ($(kernel_version)): it reads the receiver's sk_rmem_alloc, which counts redirected bytes only since Linux 6.13, 6.12.8 and 6.1.123; without it a receiver that stops reading lets its sender queue up to the host guard"
 fi

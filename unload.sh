@@ -45,23 +45,32 @@ if [[ ! -e $pin ]]; then
 	exit 0
 fi
 
-# 4. sock_ops: detach from every cgroup our program is attached to.
-id=$(prog_id "$pin/$PIN_SOCKOPS")
-while read -r cg; do
-	[[ -n $cg ]] || continue
-	bpftool cgroup detach "$cg" cgroup_sock_ops id "$id" || true
-	info "detached $PIN_SOCKOPS (id $id) from $cg"
-done <<<"$(attached_cgroups "$id")"
+# detach PIN ATTACH_TYPE: detach a pinned program from every cgroup it is
+# attached to.
+detach() {
+	local id cg
 
-# 3. sk_msg verdict off the sockhash.
+	id=$(prog_id "$pin/$1")
+	while read -r cg; do
+		[[ -n $cg ]] || continue
+		bpftool cgroup detach "$cg" "$2" id "$id" || true
+		info "detached $1 (id $id) from $cg"
+	done <<<"$(attached_cgroups "$id")"
+}
+
+# 6, 5. sock_ops first, so no socket is inserted once sock_release is gone.
+detach "$PIN_SOCKOPS" cgroup_sock_ops
+detach "$PIN_RELEASE" cgroup_inet_sock_release
+
+# 4. sk_msg verdict off the sockhash.
 if [[ -e $pin/$PIN_REDIR && -e $pin/$PIN_MAP ]]; then
 	bpftool prog detach pinned "$pin/$PIN_REDIR" sk_msg_verdict \
 		pinned "$pin/$PIN_MAP" 2>/dev/null || true
 fi
 
-# 2, 1. the pins, then the directory.  bpftool's pinmaps also pinned the
+# 3, 2, 1. the pins, then the directory.  bpftool's pinmaps also pinned the
 # read-only data map that holds bpf_printk's format strings (*_rodata).
-rm -f "$pin/$PIN_REDIR" "$pin/$PIN_SOCKOPS" "${PIN_MAPS[@]/#/$pin/}" \
-	"$pin"/*_rodata
+rm -f "$pin/$PIN_REDIR" "$pin/$PIN_SOCKOPS" "$pin/$PIN_RELEASE" \
+	"${PIN_MAPS[@]/#/$pin/}" "$pin/$PIN_MAP_NEW" "$pin"/*_rodata
 rmdir "$pin" 2>/dev/null || warn "$pin is not empty; left in place"
 info "unloaded $pin"

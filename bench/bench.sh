@@ -18,6 +18,8 @@
 # repetition, so background load hits all of them alike; each figure is the
 # median of the repetitions, with min-max beside it.
 #
+# Then bench/scale.sh: many connections held open, and churn.
+#
 # Output: bench/out/results.md (tables), bench/out/throughput.png (plot),
 # bench/out/raw.jsonl (every run).  --save also copies the first two to
 # bench/results.md and bench/throughput.png, the committed copies.
@@ -344,6 +346,11 @@ machine > "$OUT/machine.json"
 
 jq -rs --slurpfile m "$OUT/machine.json" -f "$REPORT_JQ" --arg out markdown \
 	"$RAW" > "$OUT/results.md"
+# The scale section: held connections and churn (bench/scale.sh, with its
+# own namespace, cgroups and pins), appended to the report.
+info "scale: held connections and churn (bench/scale.sh)"
+"$BENCH_DIR/scale.sh" $( ((quick)) && echo --quick) >/dev/null
+{ echo; cat "$OUT/scale.md"; } >>"$OUT/results.md"
 jq -rs --slurpfile m "$OUT/machine.json" -f "$REPORT_JQ" --arg out plotdata \
 	"$RAW" > "$OUT/throughput.dat"
 gnuplot -c "$PLOT_GP" "$OUT/throughput.dat" "$OUT/throughput.png"

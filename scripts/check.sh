@@ -18,10 +18,11 @@ mkdir "$tmp"
 cleanup() { rm -f "$tmp"/*; rmdir "$tmp"; }
 trap cleanup EXIT
 
-bpftool prog load "$OBJ_DIR/bpf_sockops.o" "$tmp/$PIN_SOCKOPS" pinmaps "$tmp"
+# bpf_sockops.o holds two programs: loadall pins each under its name.
+bpftool prog loadall "$OBJ_DIR/bpf_sockops.o" "$tmp" pinmaps "$tmp"
 mapfile -t reuse < <(reuse_map_args "$tmp")
 bpftool prog load "$OBJ_DIR/bpf_redir.o" "$tmp/$PIN_REDIR" "${reuse[@]}"
-for p in "$PIN_SOCKOPS" "$PIN_REDIR"; do
+for p in "$PIN_SOCKOPS" "$PIN_RELEASE" "$PIN_REDIR"; do
 	bpftool -j prog show pinned "$tmp/$p" |
 		jq -r '"verifier: ok  \(.name) (\(.type)): \(.bytes_xlated) bytes xlated, \(.bytes_jited) jited, maps \(.map_ids)"'
 done

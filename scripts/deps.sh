@@ -10,16 +10,18 @@ source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 readonly BUILD_PKGS="clang llvm libbpf-dev gcc libc6-dev make"
 readonly RUN_PKGS="bpftool iproute2 jq util-linux"
 readonly DEMO_PKGS="iperf3 tcpdump"
-readonly TEST_PKGS="bats sockperf curl strace nginx postgresql redis-server rsync haproxy"
+# prometheus: for promtool, which checks status.sh --prom (tests/metrics.bats).
+readonly TEST_PKGS="bats sockperf curl strace nginx postgresql redis-server rsync haproxy prometheus"
 readonly BENCH_PKGS="sockperf gnuplot-nox"
 readonly VMTEST_PKGS="qemu-system-x86 busybox-static kmod cpio xz-utils"
 
-# Packages of tests/apps.bats whose install starts and enables a system
-# service, and that service's name.  The tests run their own copies on
+# Packages of the tests whose install starts and enables a system service,
+# and that service's name.  The tests run their own copies on
 # private ports; a service left running would hold ports 80, 5432, 6379...
 # and start at every boot.
 declare -A SERVICES=([nginx]=nginx [postgresql]=postgresql
-	[redis-server]=redis-server [haproxy]=haproxy [rsync]=rsync)
+	[redis-server]=redis-server [haproxy]=haproxy [rsync]=rsync
+	[prometheus]=prometheus)
 readonly POLICY_RC=/usr/sbin/policy-rc.d
 
 job=${1:-all}

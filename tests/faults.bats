@@ -70,8 +70,7 @@ elapsed() {
 	local hold=$((PORT + 1)) hold1 hold2
 
 	# A sockhash of four sockets: two connections fill it.
-	make -s -C "$TOP" bpf OUTPUT="$TMP/obj" MAX_ENTRIES=4
-	SOCKOPS_OBJ_DIR=$TMP/obj load_bypass
+	load_bypass --max-entries 4
 	(($(bpftool -j map show pinned "$SOCKOPS_PIN_DIR/$PIN_MAP" | jq .max_entries) == 4))
 
 	# Two idle connections hold the four entries: bash opens them with

@@ -70,7 +70,7 @@ public_copy() {
 	[[ $output == *"must be run as root"* ]]
 	# Still loaded: nothing was detached or unpinned.
 	[[ -e $SOCKOPS_PIN_DIR/$PIN_SOCKOPS ]]
-	(($(bpftool -j cgroup show "$TEST_CG" | jq length) == 1))
+	(($(bpftool -j cgroup show "$TEST_CG" | jq length) == 2))
 }
 
 @test "a missing tool is named with its package, and nothing changes" {
@@ -107,7 +107,7 @@ public_copy() {
 		findmnt -n -t bpf -o TARGET
 		[[ $(stat -f -c %T "$SOCKOPS_PIN_DIR") == bpf_fs ]]
 		test -e "$SOCKOPS_PIN_DIR/bpf_sockmap"
-		bpftool -j cgroup show "$2" | jq -e "length == 1"
+		bpftool -j cgroup show "$2" | jq -e "length == 2"
 		"$1/unload.sh"
 	' "$TOP" "$TEST_CG"
 	echo "$output"

@@ -86,7 +86,7 @@ wait_gone() {
 	return 1
 }
 
-# attached_ids CG: IDs of the sock_ops programs attached to CG, sorted.
+# attached_ids CG: IDs of the programs attached to CG, sorted.
 attached_ids() {
 	bpftool -j cgroup show "$1" | jq -r '.[].id' | sort -n | xargs
 }
@@ -448,7 +448,7 @@ assert_foreign_grows() {
 	assert_foreign_grows "$PORT"
 
 	load_bypass
-	(($(bpftool -j cgroup show "$TEST_CG" | jq length) == 2))
+	(($(bpftool -j cgroup show "$TEST_CG" | jq length) == 3))
 	assert_foreign_grows $((PORT + 1))
 	# ... while ours accelerates the same connection.
 	expect_xfer_split 2000024 0 "s$((PORT + 1))" "r$((PORT + 1))"

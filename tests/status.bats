@@ -67,6 +67,7 @@ transfer() {
 	load_bypass
 	transfer 1000000 0
 	sockops=$(prog_id "$SOCKOPS_PIN_DIR/$PIN_SOCKOPS")
+	release=$(prog_id "$SOCKOPS_PIN_DIR/$PIN_RELEASE")
 	redir=$(prog_id "$SOCKOPS_PIN_DIR/$PIN_REDIR")
 
 	run "$TOP/status.sh"
@@ -75,16 +76,17 @@ transfer() {
 	[[ $output == *"bypass:    loaded"* ]]
 	[[ $output == *"pin dir:   $SOCKOPS_PIN_DIR"* ]]
 	[[ $output == *"cgroup:    $TEST_CG"* ]]
-	[[ $output == *"bpf_sockmap (sock_ops, id $sockops), bpf_redir (sk_msg, id $redir)"* ]]
+	[[ $output == *"bpf_sockmap (sock_ops, id $sockops), bpf_release (sock_release, id $release), bpf_redir (sk_msg, id $redir)"* ]]
 	[[ $output == *"0 sockets now, capacity 65536"* ]]
 	[[ $output =~ bytes_redirected\ +1000024 ]]
 
 	run "$TOP/status.sh" --json
 	[[ $status -eq 0 ]]
 	jq -e --arg pin "$SOCKOPS_PIN_DIR" --arg cg "$TEST_CG" \
-		--argjson s "$sockops" --argjson r "$redir" '
+		--argjson s "$sockops" --argjson rel "$release" --argjson r "$redir" '
 		.loaded and .pin_dir == $pin and .cgroups == [$cg] and
 		.programs.sock_ops.id == $s and .programs.sk_msg.id == $r and
+		.programs.sock_release.id == $rel and
 		.map.sockets == 0 and .map.max_entries == 65536 and .trace and
 		.counters.sockets_inserted == 2 and
 		.counters.bytes_redirected == 1000024' <<<"$output"
