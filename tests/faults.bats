@@ -142,11 +142,13 @@ elapsed() {
 	((sent >= size))
 	# 16 data connections and the control connection, both ends each.
 	(($(counter sockets_inserted) == 34))
-	if kernel_before 6.5 && (($(counter latched_no_peer) > 0)); then
-		# A connection raced (helpers.bash): by TCP, but counted.
-		(($(counter bytes_redirected) + $(counter bytes_passed) >= sent))
-	else
-		(($(counter bytes_redirected) >= sent))
+	# Every byte was redirected, but on a small host where 16 lagging
+	# readers reach the host guard, or for a race before 6.5
+	# (helpers.bash): by TCP then, and counted.
+	(($(counter bytes_redirected) + $(counter bytes_passed) >= sent))
+	if (($(counter bytes_passed) > 0)); then
+		(($(latched_for_memory) > 0)) ||
+			{ kernel_before 6.5 && (($(counter latched_no_peer) > 0)); }
 	fi
 
 	# From here on, the counters grow by exactly the checksummed bytes.
@@ -160,7 +162,7 @@ elapsed() {
 	(($(counter bytes_passed) - passed0 == $(tcp_in s r)))
 	(($(counter bytes_redirected) - redirected0 == 8 * (24 * MiB + 24) - $(tcp_in s r)))
 	kernel_before 6.5 || (($(counter latched_no_peer) == raced0))
-	(($(tcp_in s r) == 0 || $(counter latched_no_peer) > raced0))
+	(($(tcp_in s r) == 0 || $(counter latched_no_peer) > raced0 || $(latched_for_memory) > 0))
 }
 
 @test "unload.sh during a 2 GiB each way checksummed transfer: it completes intact" {

@@ -68,13 +68,15 @@ max_queue() {
 	# byte: unbounded, these writes pinned 1.95 GiB of slab.
 	noread -l 1 -n 2000000
 	[[ $intact == 1 ]]
-	((accepted == 2000000))
+	# After the latch, TCP takes them all (6.18 coalesces them in its
+	# send queue) or says EAGAIN once its send buffer is full (6.1).
+	[[ $stop == writes || $stop == eagain ]]
 	((slab_kib <= 256 * 1024))
 	(($(counter latched_queue) == 1))
 	# The bound counts 1 KiB per message: the latch came after at most
 	# max_queue / 1025 one-byte messages.
 	(($(counter msgs_redirected) <= $(max_queue) / 1025 + 1))
-	(($(counter msgs_redirected) + $(counter msgs_passed) == 2000000))
+	(($(counter msgs_redirected) + $(counter msgs_passed) >= accepted))
 }
 
 @test "the host guard: once TCP memory reaches --max-tcp-mem, connections go by TCP" {
@@ -150,11 +152,17 @@ backlog_bytes() {
 }
 
 @test "without the bounds a reader that never reads lets its sender queue far beyond TCP: why they exist" {
+	local cap
+
 	load_bypass --max-queue 0 --max-tcp-mem 0
-	noread -l 65536 -c $((256 * MiB))
+	# 256 MiB, or half of tcp_mem's low mark on a small host: past its
+	# hard mark, an unbounded sender would get ENOMEM.
+	cap=$(($(tcp_mem 0) * $(getconf PAGESIZE) / 2))
+	((cap > 256 * MiB)) && cap=$((256 * MiB))
+	noread -l 65536 -c "$cap"
 	[[ $stop == cap && $intact == 1 ]]
-	((accepted == 256 * MiB))
-	(($(counter bytes_redirected) == 256 * MiB))
+	((accepted == cap && cap > 32 * MiB))
+	(($(counter bytes_redirected) == cap))
 	(($(counter latched_queue) + $(counter latched_tcp_mem) == 0))
 }
 
