@@ -51,8 +51,9 @@ iperf_redirected() {
 	fi
 	((redirected >= sent))
 	((data == 0))
-	# 3 + 4 packets per connection at most, some ACKs of FINs coalesced.
-	(($(lo_packets) <= 14))
+	# 3 + 4 packets per connection, some ACKs of FINs coalesced; a slow
+	# (emulated) guest may add a pure ACK, such as a window update.
+	(($(lo_packets) <= 16))
 	(($(counter msgs_passed) == 0))
 }
 
