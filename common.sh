@@ -96,6 +96,27 @@ cgroup2_root() {
 	echo "$dir"
 }
 
+# cgroup_remove DIR: remove the cgroup v2 directory DIR and those below it,
+# deepest first, killing what still runs in them.  Only for cgroups the
+# caller made, whose processes it started.  A killed process leaves its
+# cgroup only once it has exited, so it retries for up to 10 s.
+cgroup_remove() {
+	local cg pid
+
+	for _ in $(seq 100); do
+		[[ -d $1 ]] || return 0
+		while read -r cg; do
+			for pid in $(cat "$cg/cgroup.procs" 2>/dev/null); do
+				kill -9 "$pid" 2>/dev/null || true
+			done
+			rmdir "$cg" 2>/dev/null || true
+		done < <(find "$1" -depth -type d 2>/dev/null)
+		[[ -d $1 ]] || return 0
+		sleep 0.1
+	done
+	return 1
+}
+
 # The pin directory: --pin-dir, else $SOCKOPS_PIN_DIR, else <bpffs>/sockops.
 # It must lie on a bpffs.
 pin_dir() {

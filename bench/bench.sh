@@ -95,16 +95,9 @@ cleanup() {
 		wait "$pid" 2>/dev/null || true
 	done
 	"$TOP_DIR/unload.sh" --pin-dir "$PIN" >/dev/null 2>&1 || true
+	# Whatever is still in our cgroups was started by us.
 	for cg in "$CG_TCP" "$CG_BYPASS"; do
-		[[ -d $cg ]] || continue
-		# Whatever is still in our cgroups was started by us.
-		for pid in $(cat "$cg/cgroup.procs" 2>/dev/null); do
-			kill -9 "$pid" 2>/dev/null || true
-		done
-		for _ in $(seq 50); do
-			rmdir "$cg" 2>/dev/null && break
-			sleep 0.1
-		done
+		cgroup_remove "$cg" || true
 	done
 	ip netns del "$NS" 2>/dev/null || true
 }

@@ -48,24 +48,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lib/util.h"
+
 #define MAX_SIZE	65536
 #define MAX_SAMPLES	(1 << 20)
 
 static const char *addr = "127.0.0.1";
-
-static void die(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "connhold[%d]: ", getpid());
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	if (errno)
-		fprintf(stderr, ": %s", strerror(errno));
-	fputc('\n', stderr);
-	exit(1);
-}
 
 static double now(void)
 {

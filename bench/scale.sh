@@ -49,19 +49,12 @@ readonly PIN=$bpffs/sockscale-$$
 HOLD_PID=
 
 cleanup() {
-	local pid cg
+	local cg
 
 	[[ -z $HOLD_PID ]] || kill "$HOLD_PID" 2>/dev/null || true
 	"$TOP_DIR/unload.sh" --pin-dir "$PIN" >/dev/null 2>&1 || true
 	for cg in "$CG_TCP" "$CG_BYPASS"; do
-		[[ -d $cg ]] || continue
-		for pid in $(cat "$cg/cgroup.procs" 2>/dev/null); do
-			kill -9 "$pid" 2>/dev/null || true
-		done
-		for _ in $(seq 100); do
-			rmdir "$cg" 2>/dev/null && break
-			sleep 0.1
-		done
+		cgroup_remove "$cg" || true
 	done
 	ip netns del "$NS" 2>/dev/null || true
 }

@@ -251,8 +251,6 @@ expect_sockets() {
 # at ESTABLISHED; ours adds BPF_SOCK_OPS_STATE_CB_FLAG; the agent's program,
 # called for STATE_CB thanks to ours, records the flags it sees then.
 @test "the state callback flag is added to another agent's sock_ops flags, not put in their place" {
-	local multiarch
-
 	cat >"$TMP/agent.c" <<'EOF'
 // SPDX-License-Identifier: GPL-2.0
 #include <linux/bpf.h>
@@ -286,9 +284,7 @@ int agent(struct bpf_sock_ops *skops)
 
 char _license[] SEC("license") = "GPL";
 EOF
-	multiarch=$(gcc -print-multiarch)
-	clang -g -O2 -target bpf ${multiarch:+-I/usr/include/$multiarch} \
-		-c "$TMP/agent.c" -o "$TMP/agent.o"
+	bpf_cc "$TMP/agent.c" "$TMP/agent.o"
 	AGENT_PIN=$BPFFS/sockops-agent-$$-$BATS_TEST_NUMBER
 	mkdir "$AGENT_PIN"
 	bpftool prog load "$TMP/agent.o" "$AGENT_PIN/agent" pinmaps "$AGENT_PIN"

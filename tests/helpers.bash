@@ -45,19 +45,20 @@ common_teardown() {
 	for ns in "${NETNS[@]}"; do
 		ip netns del "$ns" 2>/dev/null || true
 	done
-	if [[ -d ${TEST_CG:-} ]]; then
-		# Anything still in the cgroup was started by this test.  A
-		# killed process leaves the cgroup only once it has exited, so
-		# retry until the cgroup is empty and gone.
-		for _ in $(seq 100); do
-			for pid in $(cat "$TEST_CG/cgroup.procs" 2>/dev/null); do
-				kill -9 "$pid" 2>/dev/null || true
-			done
-			rmdir "$TEST_CG" 2>/dev/null && break
-			sleep 0.1
-		done
-		[[ ! -d $TEST_CG ]] || echo "teardown: could not remove $TEST_CG" >&2
-	fi
+	# Anything still in the test cgroup, or below it, was started by
+	# this test.
+	[[ -z ${TEST_CG:-} ]] || cgroup_remove "$TEST_CG" ||
+		echo "teardown: could not remove $TEST_CG" >&2
+}
+
+# bpf_cc SRC OBJ: build a test's own BPF program, as the Makefile builds
+# ours (<asm/types.h> is in the multiarch include directory).
+bpf_cc() {
+	local multiarch
+
+	multiarch=$(gcc -print-multiarch)
+	clang -g -O2 -target bpf -I"$TOP" ${multiarch:+-I/usr/include/$multiarch} \
+		-c "$1" -o "$2"
 }
 
 # kernel_before VERSION: true if the running kernel is older than VERSION

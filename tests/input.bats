@@ -189,8 +189,6 @@ public_copy() {
 # an sk_msg helper: what an older or differently configured kernel does to
 # a program that needs something it lacks.
 @test "a program the verifier rejects: its reason and the minimum kernel are shown, nothing is left" {
-	local multiarch
-
 	mkdir "$TMP/obj"
 	cat >"$TMP/bad_sockops.c" <<'EOF'
 // SPDX-License-Identifier: GPL-2.0
@@ -210,9 +208,7 @@ int bpf_sockmap(struct bpf_sock_ops *skops)
 
 char _license[] SEC("license") = "GPL";
 EOF
-	multiarch=$(gcc -print-multiarch)
-	clang -g -O2 -target bpf -I"$TOP" ${multiarch:+-I/usr/include/$multiarch} \
-		-c "$TMP/bad_sockops.c" -o "$TMP/obj/bpf_sockops.o"
+	bpf_cc "$TMP/bad_sockops.c" "$TMP/obj/bpf_sockops.o"
 	cp "$TOP/bpf_redir.o" "$TMP/obj/"
 
 	SOCKOPS_OBJ_DIR=$TMP/obj run "$TOP/load.sh" --cgroup "$TEST_CG"

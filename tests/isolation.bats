@@ -24,7 +24,7 @@ setup() {
 }
 
 teardown() {
-	local pin cg pid
+	local pin cg
 
 	for pin in "${EXTRA_PINS[@]}"; do
 		"$TOP/unload.sh" --pin-dir "$pin" >/dev/null 2>&1 || true
@@ -34,17 +34,9 @@ teardown() {
 			pinned "$FOREIGN_PIN/prog" 2>/dev/null || true
 		rm -rf "$FOREIGN_PIN"
 	fi
-	# Our extra cgroups go first: some are children of the test cgroup,
-	# which common_teardown removes.
+	# Our extra cgroups; those below the test cgroup would go with it.
 	for cg in "${EXTRA_CGS[@]}"; do
-		for pid in $(cat "$cg/cgroup.procs" 2>/dev/null); do
-			kill -9 "$pid" 2>/dev/null || true
-		done
-		for _ in $(seq 50); do
-			[[ -d $cg ]] || break
-			rmdir "$cg" 2>/dev/null && break
-			sleep 0.1
-		done
+		cgroup_remove "$cg" || true
 	done
 	common_teardown
 }
@@ -382,8 +374,6 @@ lo_rx_bytes() {
 # in an array map, pin it in its own directory and attach it to the test
 # cgroup, with "multi" or exclusively.
 foreign_load() {
-	local multiarch
-
 	cat >"$TMP/foreign.c" <<'END'
 // SPDX-License-Identifier: GPL-2.0
 #include <linux/bpf.h>
@@ -409,9 +399,7 @@ int foreign_sockops(struct bpf_sock_ops *skops)
 
 char _license[] SEC("license") = "GPL";
 END
-	multiarch=$(gcc -print-multiarch)
-	clang -g -O2 -target bpf ${multiarch:+-I/usr/include/$multiarch} \
-		-c "$TMP/foreign.c" -o "$TMP/foreign.o"
+	bpf_cc "$TMP/foreign.c" "$TMP/foreign.o"
 	FOREIGN_PIN=$BPFFS/sockops-foreign-$$-$BATS_TEST_NUMBER
 	mkdir "$FOREIGN_PIN"
 	bpftool prog load "$TMP/foreign.o" "$FOREIGN_PIN/prog" pinmaps "$FOREIGN_PIN"

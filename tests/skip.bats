@@ -10,23 +10,6 @@
 BASE_PORT=30700
 load helpers
 
-teardown() {
-	local cg
-
-	# Sub-cgroups of the test cgroup, deepest first, once their
-	# processes (started with xfer_start) are gone.
-	for pid in "${PIDS[@]}"; do
-		kill "$pid" 2>/dev/null || true
-	done
-	for pid in "${PIDS[@]}"; do
-		wait "$pid" 2>/dev/null || true
-	done
-	for cg in $(find "$TEST_CG" -mindepth 1 -type d 2>/dev/null | sort -r); do
-		rmdir "$cg" 2>/dev/null || true
-	done
-	common_teardown
-}
-
 readonly MB=1000000
 
 # skip_hits MAP KEY: the count of sockets that KEY of skip hash MAP kept out.
