@@ -42,10 +42,10 @@ iperf_redirected() {
 	((got > 0 && got <= sent))
 	(($(lo_syn_packets) == 4))
 	(($(counter sockets_inserted) == 4))
-	if kernel_before 6.5 && (($(counter latched_no_peer) > 0)); then
+	if (($(counter latched_no_peer) > 0)); then
 		# A connection raced (helpers.bash): its client's bytes went
 		# by TCP, on lo.
-		echo "raced (Linux < 6.5): $(counter latched_no_peer) connection(s)"
+		echo "raced: $(counter latched_no_peer) connection(s)"
 		((redirected + $(counter bytes_passed) >= sent))
 		return
 	fi
@@ -111,11 +111,8 @@ iperf_redirected() {
 		"by TCP: $(tcp_in xfer-send xfer-recv)"
 	((passed == $(tcp_in xfer-send xfer-recv)))
 	(($(counter bytes_redirected) + passed == 1000000000 + 100000000 + 24))
-	if kernel_before 6.5; then	# a race (helpers.bash) latches too
-		latched=$((latched + $(counter latched_no_peer)))
-	else
-		(($(counter latched_no_peer) == 0))
-	fi
+	# A race (helpers.bash) latches too.
+	latched=$((latched + $(counter latched_no_peer)))
 	((latched <= 2 && (passed == 0) == (latched == 0)))
 }
 

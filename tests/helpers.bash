@@ -177,28 +177,29 @@ counter() {
 		jq "[.[0].formatted.values[].value.$1] | add"
 }
 
-# Races on Linux before 6.5.  A connection races when its accepting end
-# becomes established, and so enters the sockhash, after its client's first
-# send: the client finds no peer and goes on by TCP for good, counted in
-# latched_no_peer, its bytes intact.  On 6.1 that happens under load:
+# Races.  A connection races when its accepting end becomes established,
+# and so enters the sockhash, after its client's first send: the client
+# finds no peer and goes on by TCP for good, counted in latched_no_peer, its
+# bytes intact and in order.  Before 6.5 that is common under load:
 # ksoftirqd_running() in kernel/softirq.c defers the softirq that processes
-# the client's final ACK to ksoftirqd.  Commit d15121be7485 ("Revert
-# "softirq: Let ksoftirqd do its job""), in 6.5, removed it; since then the
-# accepting end is established before the client's connect() returns, and
-# no connection may race (docs/kernels.md).  The two helpers below hold the
-# counters to what went by TCP, allowing races only before 6.5.
+# the client's final ACK to ksoftirqd (removed by commit d15121be7485,
+# "Revert "softirq: Let ksoftirqd do its job""); since then the accepting
+# end is normally established before the client's connect() returns, and it
+# is late only when the listener's lock is held as the ACK arrives (many
+# clients connecting at once).  The helpers below hold the counters to what
+# went by TCP, which a race or a memory latch explains (docs/kernels.md).
 
 # expect_split TOTAL CLIENT: of the TOTAL bytes sent, all were redirected
-# but, before 6.5, the CLIENT bytes (what a connecting side sends) of each
-# connection that raced.
+# but the CLIENT bytes (what a connecting side sends) of each connection
+# that raced.
 expect_split() {
-	local total=$1 client=$2 raced=0 passed redirected
+	local total=$1 client=$2 raced passed redirected
 
-	kernel_before 6.5 && raced=$(counter latched_no_peer)
+	raced=$(counter latched_no_peer)
 	passed=$(counter bytes_passed)
 	redirected=$(counter bytes_redirected)
 	echo "redirected=$redirected passed=$passed of $total;" \
-		"raced connections (Linux < 6.5): $raced x $client client bytes"
+		"raced connections: $raced x $client client bytes"
 	((passed == raced * client && redirected == total - raced * client))
 }
 
@@ -223,7 +224,7 @@ latched_for_memory() {
 # expect_xfer_split TOTAL TCP NAME...: of the TOTAL bytes sent to the xfers
 # NAME..., the counters passed exactly what they measured to have come by
 # TCP and redirected the rest; that is TCP bytes, sent by TCP on purpose,
-# and more only if a connection was latched for memory, or raced before 6.5.
+# and more only if a connection was latched for memory, or raced.
 expect_xfer_split() {
 	local total=$1 want=$2 tcp passed redirected latched
 
@@ -231,8 +232,7 @@ expect_xfer_split() {
 	tcp=$(tcp_in "$@")
 	passed=$(counter bytes_passed)
 	redirected=$(counter bytes_redirected)
-	latched=$(latched_for_memory)
-	kernel_before 6.5 && latched=$((latched + $(counter latched_no_peer)))
+	latched=$(($(latched_for_memory) + $(counter latched_no_peer)))
 	echo "redirected=$redirected passed=$passed of $total; by TCP, as" \
 		"measured: $tcp, on purpose: $want; latched: $latched"
 	((passed == tcp && redirected == total - tcp)) || return 1
