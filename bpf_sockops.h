@@ -106,15 +106,17 @@ struct peer_info {
  * counts the payload in tcp_mem, but not the struct sk_msg that holds each
  * message: without this sum, many connections each under --max-queue could
  * together pin far more than TCP may.  Each sender adds its connection's
- * estimate when it changes and takes it back when it latches or closes, in
- * units of BACKLOG_UNIT bytes: a connection with less queued adds nothing,
- * so request/response traffic never touches the shared counter.
+ * estimate when it changes, in units of BACKLOG_UNIT bytes (a connection
+ * with less queued adds nothing, so request/response traffic never touches
+ * the shared counter), and takes it back when it closes or finds its peer
+ * gone.
  *
  * A connection latched to TCP keeps its share until it closes: nothing runs
  * when its peer reads, so we cannot see the queue shrink, and a share given
  * back at the latch would let many latched connections pin max_queue each,
- * unseen.  So the sum can run high, never low: at worst, new sends latch to
- * TCP early.
+ * unseen.  So while its sender is open, the sum can run high, never low:
+ * at worst, new sends latch to TCP early.  A sender that closes before its
+ * peer has read gives its share back early (docs/how-it-works.md, "Memory").
  */
 #define BACKLOG_SHIFT	16
 #define BACKLOG_UNIT	(1 << BACKLOG_SHIFT)
