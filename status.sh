@@ -116,7 +116,7 @@ exec jq -r --arg format "$format" --argjson warn_fill "$WARN_FILL" \
 			}
 		end;
 
-	def size: if . >= 1073741824 and . % 1073741824 == 0 then "\(. / 1073741824) GiB"
+	def size: if . >= 1073741824 then "\(. / 1073741824 | . * 10 | floor / 10) GiB"
 		elif . >= 1048576 then "\(. / 1048576 | . * 10 | floor / 10) MiB"
 		else "\(. / 1024 | floor) KiB" end;
 	def n(c): "\(c) socket\(if c == 1 then "" else "s" end)";
@@ -133,8 +133,8 @@ exec jq -r --arg format "$format" --argjson warn_fill "$WARN_FILL" \
 				if .map.walked != null then "; \(.map.walked) counted one by one" else "" end,
 			"           \(.map.insert_map_full) inserts failed because it was full",
 			"trace:     \(if .trace then "on (trace_bpf_output.sh)" else "off (--quiet)" end)",
-			"queue bound: \(if (.config.max_queue // 0) > 0 then "\(.config.max_queue | size) per connection" else "none (--max-queue 0)" end)\(if .config.queue_bound_works then "" else " (this kernel may not count redirected bytes: see load.sh)" end)",
-			"host guard:  \(if (.config.max_tcp_mem // 0) > 0 then "\(.config.max_tcp_mem | size) of TCP memory" else "none (--max-tcp-mem 0)" end) (now: TCP holds \(.tcp_mem_now | size), the bypass queues \(.backlog_now | size))",
+			"queue:     \(if (.config.max_queue // 0) > 0 then "\(.config.max_queue | size) per connection (--max-queue)" else "no bound (--max-queue 0)" end)\(if .config.queue_bound_works then "" else "; this kernel may not count redirected bytes: see load.sh" end)",
+			"host:      \(if (.config.max_tcp_mem // 0) > 0 then "\(.config.max_tcp_mem | size) of TCP memory (--max-tcp-mem)" else "no guard (--max-tcp-mem 0)" end); now TCP holds \(.tcp_mem_now | size), the bypass queues \(.backlog_now | size)",
 			if (.skip_ports | length) + (.skip_cgroups | length) == 0 then
 				"skip:      none"
 			else

@@ -179,8 +179,8 @@ backlog_bytes() {
 	[[ $(jq .config.max_queue <<<"$output") == $((8 * MiB)) ]]
 	[[ $(jq .config.max_tcp_mem <<<"$output") == $((1024 * MiB)) ]]
 	run "$TOP/status.sh"
-	[[ $output == *"queue bound: 8 MiB per connection"* ]]
-	[[ $output == *"host guard:  1 GiB of TCP memory"* ]]
+	[[ $output == *"queue:     8 MiB per connection"* ]]
+	[[ $output == *"host:      1 GiB of TCP memory"* ]]
 
 	# Same cgroup, new bound: applied to the loaded instance, live.
 	run load_bypass --max-queue 4M
