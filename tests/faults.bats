@@ -124,24 +124,40 @@ elapsed() {
 	wait_entries 0
 }
 
+# iperf_bidir: iperf3 -P 8 --bidir of $size bytes in $NS, into iperf.json.
+iperf_bidir() {
+	spawn iperf3-s ip netns exec "$NS" iperf3 -s -1 -p "$PORT"
+	wait_port "$PORT" "$NS"
+	in_ns iperf3 -c 127.0.0.1 -p "$PORT" -P 8 --bidir -n "$size" -J >"$TMP/iperf.json"
+	jq -c '{error, sent: .end.sum_sent.bytes, sent_back: .end.sum_sent_bidir_reverse.bytes}' "$TMP/iperf.json"
+}
+
 @test "parallel streams: iperf3 -P 8 --bidir and a checksummed 8-stream transfer are intact" {
-	local size=$((128 * MiB)) sent
+	local size=$((128 * MiB)) sent inserted0=0
 
 	load_bypass
 	# A byte budget, not a duration: 8 MiB per stream and direction, below
 	# the smallest queue bound, so no stream can be sent to TCP (see the
 	# slow reader tests) and every byte must be redirected.
-	spawn iperf3-s ip netns exec "$NS" iperf3 -s -1 -p "$PORT"
-	wait_port "$PORT" "$NS"
-	in_ns iperf3 -c 127.0.0.1 -p "$PORT" -P 8 --bidir -n "$size" -J >"$TMP/iperf.json"
-	jq -c '.end | {sent: .sum_sent.bytes, sent_back: .sum_sent_bidir_reverse.bytes}' "$TMP/iperf.json"
-	[[ $(jq -r '.error // empty' "$TMP/iperf.json") == "" ]]
+	iperf_bidir
+	if [[ -n $(jq -r '.error // empty' "$TMP/iperf.json") ]]; then
+		# Once in about a dozen runs on 6.1 under emulation, iperf3
+		# ended with an error in its JSON and exit status 0, before
+		# any interval; the cause is not found yet.  Shown in the TAP
+		# output, passing or not, and tried once more.
+		echo "# iperf3 -P 8 --bidir, first try: $(jq -c '{error}' "$TMP/iperf.json"); server: $(tail -3 "$TMP/iperf3-s.out" | tr '\n' ' ')" >&3
+		kill "$LAST_PID" 2>/dev/null || true
+		wait "$LAST_PID" 2>/dev/null || true
+		inserted0=$(counter sockets_inserted)
+		iperf_bidir
+	fi
+	[[ -z $(jq -r '.error // empty' "$TMP/iperf.json") ]]
 	(($(jq '.end.streams | length' "$TMP/iperf.json") == 16))
 	# iperf3 stops when the first direction has sent its budget.
 	sent=$(jq '.end.sum_sent.bytes + .end.sum_sent_bidir_reverse.bytes' "$TMP/iperf.json")
 	((sent >= size))
 	# 16 data connections and the control connection, both ends each.
-	(($(counter sockets_inserted) == 34))
+	(($(counter sockets_inserted) - inserted0 == 34))
 	# Every byte was redirected, but on a small host where 16 lagging
 	# readers reach the host guard, or for a race before 6.5
 	# (helpers.bash): by TCP then, and counted.
