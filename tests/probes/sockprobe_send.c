@@ -187,7 +187,7 @@ static void probe_oob(void)
 /*
  * A receiver that does not read: TCP's window and the sender's buffer fill,
  * and a non-blocking sender gets EAGAIN.  With the bypass, the connection
- * goes to TCP once the receiver holds --max-queue (64 MiB at most by
+ * goes to TCP once the receiver holds --max-queue (128 MiB at most by
  * default), and then the same happens.  Stops at 256 MiB either way.
  */
 static void probe_backpressure(void)
