@@ -116,9 +116,10 @@ exec jq -r --arg format "$format" --argjson warn_fill "$WARN_FILL" \
 			}
 		end;
 
-	def size: if . >= 1073741824 then "\(. / 1073741824 | . * 10 | floor / 10) GiB"
-		elif . >= 1048576 then "\(. / 1048576 | . * 10 | floor / 10) MiB"
-		else "\(. / 1024 | floor) KiB" end;
+	# Rounded to one decimal, as load.sh prints them (human_size).
+	def size: if . >= 1073741824 then "\(. / 1073741824 * 10 + 0.5 | floor / 10) GiB"
+		elif . >= 1048576 then "\(. / 1048576 * 10 + 0.5 | floor / 10) MiB"
+		else "\(. / 1024 + 0.5 | floor) KiB" end;
 	def n(c): "\(c) socket\(if c == 1 then "" else "s" end)";
 
 	def text:
