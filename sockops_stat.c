@@ -74,20 +74,32 @@ static int open_pin(const char *name)
 	return bpf_obj_get(path);
 }
 
+/*
+ * Print "KEY": and open the pinned object PIN, filling INFO (LEN bytes: a
+ * bpf_prog_info or bpf_map_info).  Returns its fd, or prints null and
+ * returns -1 when it is not there.
+ */
+static int open_info(const char *key, const char *pin, void *info, __u32 len)
+{
+	int fd = open_pin(pin);
+
+	printf("\"%s\":", key);
+	if (fd >= 0 && !bpf_obj_get_info_by_fd(fd, info, &len))
+		return fd;
+	printf("null");
+	if (fd >= 0)
+		close(fd);
+	return -1;
+}
+
 /* "KEY": {"name": ..., "id": ...} or null; returns the program's ID. */
 static __u32 show_prog(const char *key, const char *pin)
 {
 	struct bpf_prog_info info = {};
-	__u32 len = sizeof(info);
-	int fd = open_pin(pin);
+	int fd = open_info(key, pin, &info, sizeof(info));
 
-	printf("\"%s\":", key);
-	if (fd < 0 || bpf_obj_get_info_by_fd(fd, &info, &len)) {
-		printf("null");
-		if (fd >= 0)
-			close(fd);
+	if (fd < 0)
 		return 0;
-	}
 	printf("{\"name\":");
 	json_str(info.name);
 	printf(",\"id\":%u}", info.id);
@@ -202,17 +214,11 @@ static long walk_map(int fd, __u32 key_size)
 static int show_map(const char *pin, int walk)
 {
 	struct bpf_map_info info = {};
-	__u32 len = sizeof(info);
-	int fd = open_pin(pin);
+	int fd = open_info("map", pin, &info, sizeof(info));
 	long n;
 
-	printf("\"map\":");
-	if (fd < 0 || bpf_obj_get_info_by_fd(fd, &info, &len)) {
-		printf("null");
-		if (fd >= 0)
-			close(fd);
+	if (fd < 0)
 		return 0;
-	}
 	printf("{\"name\":");
 	json_str(info.name);
 	printf(",\"id\":%u,\"max_entries\":%u", info.id, info.max_entries);
