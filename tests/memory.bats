@@ -185,6 +185,11 @@ backlog_bytes() {
 	run "$TOP/status.sh"
 	[[ $output == *"queue:     8 MiB per connection"* ]]
 	[[ $output == *"host:      1 GiB of TCP memory"* ]]
+	# 1500 MiB is 1.46 GiB: both scripts round it to 1.5 GiB.
+	run load_bypass --max-tcp-mem 1500M
+	[[ $status -eq 0 && $output == *"1.5 GiB of TCP memory"* ]]
+	run "$TOP/status.sh"
+	[[ $output == *"host:      1.5 GiB of TCP memory"* ]]
 
 	# Same cgroup, new bound: applied to the loaded instance, live.
 	run load_bypass --max-queue 4M
