@@ -43,6 +43,7 @@ typedef struct {
 
 struct proto {
 	atomic_long_t___bypass *memory_allocated;	/* pages, all TCP sockets */
+	unsigned long *memory_pressure;	/* &tcp_memory_pressure */
 } __attribute__((preserve_access_index));
 
 struct sock_common {
@@ -72,14 +73,31 @@ struct sk_msg {
 extern void *bpf_cast_to_kern_ctx(void *obj) __ksym __weak;
 
 /*
- * Pages of memory that all TCP sockets of the host hold now: what
- * /proc/net/sockstat calls "mem".  The kernel keeps up to 1 MiB per CPU of it
- * in per-CPU reserves (sk_memory_allocated_add()), so the shared counter lags
- * and can even read below zero.
+ * Whether the host's TCP memory rules out a redirect now: all TCP sockets
+ * hold max_tcp_mem (bytes), or TCP is under memory pressure.
+ *
+ * The pressure is the kernel's own state, not a number we could compare:
+ * __sk_mem_raise_allocated() sets tcp_memory_pressure when TCP's memory
+ * passes tcp_mem[1], and only clears it at the next allocation that finds
+ * TCP under tcp_mem[0].  Meanwhile bpf_tcp_ingress() asks the same function
+ * for the peer's share, and it refuses a peer that holds more than
+ * tcp_mem[2] / (TCP sockets on the host): bpf_tcp_ingress() then fails with
+ * ENOMEM, and so does the sender's send(), which TCP never does.  With 800
+ * TCP sockets on a host that share is 2.8 MiB.  Hence load.sh's default for
+ * max_tcp_mem is tcp_mem[0], below which no TCP allocation is ever
+ * refused, and the pressure check for a larger max_tcp_mem.
+ *
+ * The memory count is what /proc/net/sockstat calls "mem", in pages.  The
+ * kernel keeps up to 1 MiB per CPU of it in per-CPU reserves
+ * (sk_memory_allocated_add()), so the shared counter lags and can even read
+ * below zero.
  */
-static __always_inline __u64 tcp_mem_pages(struct sk_msg_md *msg,
-					   struct bpf_sock *sk)
+static __always_inline int tcp_mem_full(struct sk_msg_md *msg,
+					struct bpf_sock *sk,
+					const struct bypass_config *cfg)
 {
+	unsigned long pressure = 0, *flag;
+	struct proto *prot;
 	struct sock *s;
 	long pages;
 
@@ -98,8 +116,19 @@ static __always_inline __u64 tcp_mem_pages(struct sk_msg_md *msg,
 	if (!s)
 		return 0;
 	/* Reading through a NULL kernel pointer here gives 0, not a fault. */
-	pages = s->__sk_common.skc_prot->memory_allocated->counter;
-	return pages > 0 ? pages : 0;
+	prot = s->__sk_common.skc_prot;
+	pages = prot->memory_allocated->counter;
+	if (pages > 0 && (__u64)pages << cfg->page_shift >= cfg->max_tcp_mem)
+		return 1;
+	/*
+	 * The verifier follows kernel pointers only to structs: a pointer
+	 * to an unsigned long loads as a plain number, so we read through
+	 * it with bpf_probe_read_kernel() (CAP_PERFMON, as below).
+	 */
+	flag = prot->memory_pressure;
+	if (flag)
+		bpf_probe_read_kernel(&pressure, sizeof(pressure), flag);
+	return pressure != 0;
 }
 
 /*
@@ -207,8 +236,7 @@ static __always_inline __u32 check_bounds(struct sk_msg_md *msg,
 {
 	__u64 cost, units, total;
 
-	if (cfg->max_tcp_mem &&
-	    tcp_mem_pages(msg, sk) << cfg->page_shift >= cfg->max_tcp_mem)
+	if (cfg->max_tcp_mem && tcp_mem_full(msg, sk, cfg))
 		return LATCH_TCP_MEM;
 	cost = queue_cost(peer_unread(msg), size);
 	if (cfg->max_queue && cost > cfg->max_queue)

@@ -219,8 +219,8 @@ struct bypass_config {
 	__u64 max_queue;
 	/*
 	 * Per host, in bytes: latch to TCP once TCP's memory (shared by every
-	 * TCP socket, tcp_mem) or the host's backlog reaches this.  0: no
-	 * guard.
+	 * TCP socket, tcp_mem) or the host's backlog reaches this, or while
+	 * TCP is under memory pressure.  0: no guard.
 	 */
 	__u64 max_tcp_mem;
 };

@@ -68,8 +68,9 @@ Load the sockops bypass and attach it to a cgroup v2.
                        more than SIZE unread, each message counted with 1 KiB
                        of overhead (default: $(human_size "$(default_max_queue)") on this host; 0: no bound)
   --max-tcp-mem SIZE   per host: go by TCP once all TCP sockets together hold
-                       SIZE of memory (default: tcp_mem's pressure threshold,
-                       $(human_size $(($(tcp_mem 1) * PAGE_SIZE))) here; 0: no guard)
+                       SIZE of memory, or TCP is under memory pressure
+                       (default: tcp_mem's low mark, under which the kernel
+                       refuses TCP no memory: $(human_size $(($(tcp_mem 0) * PAGE_SIZE))) here; 0: no guard)
   --skip-ports LIST    comma-separated TCP ports (at most 64): a connection
                        whose local or remote port is listed stays on plain
                        TCP, e.g. a proxy that splices; "" empties the list
@@ -131,7 +132,10 @@ size_opt() {
 	exit 2
 }
 max_queue=$(size_opt --max-queue "$max_queue" "$(default_max_queue)")
-max_tcp_mem=$(size_opt --max-tcp-mem "$max_tcp_mem" $(($(tcp_mem 1) * PAGE_SIZE)))
+# The host guard, when --max-tcp-mem is not given: tcp_mem[0].  Above it a
+# redirected message can be refused with ENOMEM once TCP enters memory
+# pressure, which the redirect itself may cause (bpf_redir.c, tcp_mem_full()).
+max_tcp_mem=$(size_opt --max-tcp-mem "$max_tcp_mem" $(($(tcp_mem 0) * PAGE_SIZE)))
 # Ten digits at most, so that the comparison cannot overflow.
 if ((entries_set)); then
 	[[ $entries_arg =~ ^[0-9]{1,10}$ ]] &&

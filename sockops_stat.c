@@ -18,7 +18,8 @@
  *   bypass_stats or struct bypass_config shows up with no change here;
  * - the skip lists (hashes of a port or cgroup ID to a socket count), with
  *   the path of each skipped cgroup found on the way through the tree;
- * - the page size and the pages TCP holds now (/proc/net/sockstat);
+ * - the page size, the pages TCP holds now (/proc/net/sockstat) and
+ *   whether TCP is under memory pressure (/proc/net/protocols);
  * - the cgroups that bpf_sockmap and bpf_release are attached to, by
  *   querying each cgroup v2 directory for those two attach types only;
  * - with --walk, the sockhash's entries counted one key at a time (slow at
@@ -288,6 +289,24 @@ static long tcp_mem_pages(void)
 	return pages;
 }
 
+/*
+ * 1 if TCP is under memory pressure, 0 if not, -1 if unknown: the "press"
+ * column of the TCP line in /proc/net/protocols, "yes" or "no".
+ */
+static int tcp_pressure(void)
+{
+	FILE *f = fopen("/proc/net/protocols", "r");
+	char line[512], press[8];
+	int ret = -1;
+
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "TCP %*u %*d %*d %7s", press) == 1)
+			ret = !strcmp(press, "yes") ? 1 : !strcmp(press, "no") ? 0 : -1;
+	if (f)
+		fclose(f);
+	return ret;
+}
+
 /* Is program ID directly attached to cgroup FD as TYPE? */
 static int attached(int fd, enum bpf_attach_type type, __u32 id)
 {
@@ -404,8 +423,8 @@ int main(int argc, char **argv)
 	show_hash("skip_ports", "skip_ports", 0);
 	putchar(',');
 	show_hash("skip_cgroups", "skip_cgroups", 1);
-	printf(",\"page_size\":%ld,\"tcp_mem_pages\":%ld",
-	       sysconf(_SC_PAGESIZE), tcp_mem_pages());
+	printf(",\"page_size\":%ld,\"tcp_mem_pages\":%ld,\"tcp_pressure\":%d",
+	       sysconf(_SC_PAGESIZE), tcp_mem_pages(), tcp_pressure());
 
 	root = cgroup2_root();
 	if (root && (sockops_id || release_id || n_skip) &&

@@ -95,6 +95,7 @@ exec jq -r --arg format "$format" --argjson warn_fill "$WARN_FILL" \
 				trace: (.config.trace == 1),
 				config: (.config + {queue_bound_works: $counted}),
 				tcp_mem_now: (.tcp_mem_pages * .page_size),
+				tcp_pressure: (if .tcp_pressure < 0 then null else .tcp_pressure == 1 end),
 				backlog_now: ((.backlog.units // 0) * 65536),
 				skip_ports: (.skip_ports | sort_by(.key) | map({port: .key, sockets})),
 				skip_cgroups: (.skip_cgroup_paths as $p | .skip_cgroups | sort_by(.key) |
@@ -135,7 +136,7 @@ exec jq -r --arg format "$format" --argjson warn_fill "$WARN_FILL" \
 			"           \(.map.insert_map_full) inserts failed because it was full",
 			"trace:     \(if .trace then "on (trace_bpf_output.sh)" else "off (--quiet)" end)",
 			"queue:     \(if (.config.max_queue // 0) > 0 then "\(.config.max_queue | size) per connection (--max-queue)" else "no bound (--max-queue 0)" end)\(if .config.queue_bound_works then "" else "; this kernel may not count redirected bytes: see load.sh" end)",
-			"host:      \(if (.config.max_tcp_mem // 0) > 0 then "\(.config.max_tcp_mem | size) of TCP memory (--max-tcp-mem)" else "no guard (--max-tcp-mem 0)" end); now TCP holds \(.tcp_mem_now | size), the bypass queues \(.backlog_now | size)",
+			"host:      \(if (.config.max_tcp_mem // 0) > 0 then "\(.config.max_tcp_mem | size) of TCP memory (--max-tcp-mem)" else "no guard (--max-tcp-mem 0)" end); now TCP holds \(.tcp_mem_now | size)\(if .tcp_pressure then " (under memory pressure: connections go by TCP)" else "" end), the bypass queues \(.backlog_now | size)",
 			if (.skip_ports | length) + (.skip_cgroups | length) == 0 then
 				"skip:      none"
 			else

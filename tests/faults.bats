@@ -133,31 +133,25 @@ iperf_bidir() {
 }
 
 @test "parallel streams: iperf3 -P 8 --bidir and a checksummed 8-stream transfer are intact" {
-	local size=$((128 * MiB)) sent inserted0=0
+	local size=$((128 * MiB)) sent
 
 	load_bypass
 	# A byte budget, not a duration: 8 MiB per stream and direction, below
 	# the smallest queue bound, so no stream can be sent to TCP (see the
 	# slow reader tests) and every byte must be redirected.
 	iperf_bidir
-	if [[ -n $(jq -r '.error // empty' "$TMP/iperf.json") ]]; then
-		# Once in about a dozen runs on 6.1 under emulation, iperf3
-		# ended with an error in its JSON and exit status 0, before
-		# any interval; the cause is not found yet.  Shown in the TAP
-		# output, passing or not, and tried once more.
-		echo "# iperf3 -P 8 --bidir, first try: $(jq -c '{error}' "$TMP/iperf.json"); server: $(tail -3 "$TMP/iperf3-s.out" | tr '\n' ' ')" >&3
-		kill "$LAST_PID" 2>/dev/null || true
-		wait "$LAST_PID" 2>/dev/null || true
-		inserted0=$(counter sockets_inserted)
-		iperf_bidir
-	fi
+	# Before the host guard moved to tcp_mem[0], iperf3 failed here once
+	# in about a dozen runs on 6.1 in a 2 GiB guest ("unable to write to
+	# stream socket: Cannot allocate memory", in its JSON, exit status
+	# 0): a message that took TCP past tcp_mem[1] went to a reader holding
+	# more than its share under memory pressure (memory.bats).
 	[[ -z $(jq -r '.error // empty' "$TMP/iperf.json") ]]
 	(($(jq '.end.streams | length' "$TMP/iperf.json") == 16))
 	# iperf3 stops when the first direction has sent its budget.
 	sent=$(jq '.end.sum_sent.bytes + .end.sum_sent_bidir_reverse.bytes' "$TMP/iperf.json")
 	((sent >= size))
 	# 16 data connections and the control connection, both ends each.
-	(($(counter sockets_inserted) - inserted0 == 34))
+	(($(counter sockets_inserted) == 34))
 	# Every byte was redirected, but on a small host where 16 lagging
 	# readers reach the host guard, or for a race before 6.5
 	# (helpers.bash): by TCP then, and counted.

@@ -17,6 +17,8 @@ BASE_PORT=46000
 load helpers
 
 MiB=1048576
+PAGE=$(getconf PAGESIZE)
+CONNHOLD=$TOP/bench/connhold
 
 # noread ARGS...: tests/probes/noread in the test cgroup; its report line is in
 # $out, and the fields used below in $accepted, $stop, $slab_kib, $intact.
@@ -99,6 +101,116 @@ max_queue() {
 	(($(counter latched_queue) == 0))
 	# Other sockets of the host come and go meanwhile: allow 64 MiB.
 	((accepted <= 16 * MiB + 64 * MiB))
+}
+
+# TCP memory pressure.  __sk_mem_raise_allocated() sets it when TCP's
+# memory passes tcp_mem[1] and clears it only below tcp_mem[0]; meanwhile it
+# refuses a receiver more than tcp_mem[2] / (TCP sockets of the host), and
+# bpf_tcp_ingress() turns that into ENOMEM for the sender, which TCP never
+# gives.  These tests bring it about with 400 idle connections (800 sockets:
+# a share of 2.8 MiB here) and tcp_mem's first two marks lowered to just
+# above what TCP holds now; the hard mark stays, and teardown puts all three
+# back.
+
+teardown() {
+	[[ -z ${TCP_MEM_SAVED:-} ]] || echo "$TCP_MEM_SAVED" >/proc/sys/net/ipv4/tcp_mem
+	common_teardown
+}
+
+# tcp_mem_lower LOW PRESSURE: tcp_mem[0] and [1] at LOW and PRESSURE MiB
+# above TCP's memory now.
+tcp_mem_lower() {
+	local pages max
+
+	TCP_MEM_SAVED=${TCP_MEM_SAVED:-$(cat /proc/sys/net/ipv4/tcp_mem)}
+	read -r _ _ max <<<"$TCP_MEM_SAVED"
+	pages=$(awk '/^TCP:/ { print $NF }' /proc/net/sockstat)
+	echo "$((pages + $1 * MiB / PAGE)) $((pages + $2 * MiB / PAGE)) $max" \
+		>/proc/sys/net/ipv4/tcp_mem
+}
+
+# tcp_pressure: "yes" while TCP is under memory pressure, else "no".
+tcp_pressure() {
+	awk '$1 == "TCP" { print $5 }' /proc/net/protocols
+}
+
+# hold_sockets: 400 idle connections in the test cgroup until teardown, in
+# a network namespace of their own, so that their 800 ephemeral ports cannot
+# take the tests' ports; TCP's socket count and memory are the host's.
+hold_sockets() {
+	netns_add "hold$$"
+	spawn hold ip netns exec "hold$$" bash -c \
+		'exec "$1" hold -n 400 < <(exec sleep 600)' _ "$CONNHOLD"
+	for _ in $(seq 100); do
+		grep -q '"conns":400' "$TMP/hold.out" && return 0
+		sleep 0.1
+	done
+	cat "$TMP/hold.out"
+	return 1
+}
+
+@test "past tcp_mem[1] the kernel refuses redirected bytes with ENOMEM; the default host guard, tcp_mem[0], latches first" {
+	[[ -x $CONNHOLD ]] || skip "bench/connhold is not built; run make"
+	hold_sockets
+	tcp_mem_lower 8 24
+
+	# No guard: the queue passes tcp_mem[1], TCP enters pressure, and the
+	# next message the peer cannot take fails the sender's send().
+	load_bypass --max-queue 0 --max-tcp-mem 0
+	noread -l 65536 -c $((256 * MiB)) || true
+	[[ $stop == ENOMEM && $intact == 1 ]]
+	unload_bypass
+	echo "$TCP_MEM_SAVED" >/proc/sys/net/ipv4/tcp_mem
+	tcp_mem_lower 8 24
+
+	# The default guard is tcp_mem[0]: the connection goes by TCP there,
+	# and TCP holds the sender back with EAGAIN.
+	PORT=$((PORT + 1))
+	load_bypass --max-queue 0
+	noread -l 65536 -c $((256 * MiB))
+	[[ $stop == eagain && $intact == 1 ]]
+	(($(counter latched_tcp_mem) + $(counter latched_backlog) == 1))
+	# 8 MiB, give or take TCP's per-CPU reserves (1 MiB per CPU).
+	(($(counter bytes_redirected) <= (8 + 4) * MiB))
+}
+
+@test "while TCP is under memory pressure, connections go by TCP whatever --max-tcp-mem says" {
+	local go held red0
+
+	[[ -x $CONNHOLD ]] || skip "bench/connhold is not built; run make"
+	hold_sockets
+	tcp_mem_lower 8 24
+	# Without a guard, a reader that never reads takes TCP past
+	# tcp_mem[1]: its sender gets ENOMEM.  It keeps what it holds (-w)
+	# until the FIFO's last writer, our fd $go, closes, so TCP stays
+	# under pressure: a psock's queue is never pruned.
+	load_bypass --max-queue 0 --max-tcp-mem 0
+	mkfifo "$TMP/go"
+	exec {go}<>"$TMP/go"
+	cg_exec "$TEST_CG" "$NOREAD" -w -p $((PORT + 5)) -l 65536 -c $((256 * MiB)) \
+		<"$TMP/go" {go}>&- >"$TMP/held.out" 2>&1 &
+	held=$!
+	PIDS+=($held)
+	for _ in $(seq 200); do
+		grep -q filled "$TMP/held.out" && break
+		sleep 0.05
+	done
+	echo "tcp_mem $(cat /proc/sys/net/ipv4/tcp_mem); $(grep '^TCP:' /proc/net/sockstat)"
+	[[ $(tcp_pressure) == yes ]]
+	[[ $("$TOP/status.sh" --json | jq .tcp_pressure) == true ]]
+	[[ $("$TOP/status.sh") == *"(under memory pressure: connections go by TCP)"* ]]
+
+	# A guard far above what TCP holds: only the pressure can latch.
+	load_bypass --max-queue 0 --max-tcp-mem 64G
+	red0=$(counter bytes_redirected)
+	noread -l 65536 -c $((256 * MiB))
+	exec {go}>&-
+	wait "$held" || true
+	cat "$TMP/held.out"
+	grep -q "stop=ENOMEM .* intact=1" "$TMP/held.out"
+	[[ $stop == eagain && $intact == 1 ]]
+	(($(counter latched_tcp_mem) == 1))
+	(($(counter bytes_redirected) == red0))
 }
 
 # backlog_bytes: the host's backlog now, as status.sh shows it.
