@@ -83,9 +83,9 @@ extern void *bpf_cast_to_kern_ctx(void *obj) __ksym __weak;
  * for the peer's share, and it refuses a peer that holds more than
  * tcp_mem[2] / (TCP sockets on the host): bpf_tcp_ingress() then fails with
  * ENOMEM, and so does the sender's send(), which TCP never does.  With 800
- * TCP sockets on a host that share is 2.8 MiB.  Hence load.sh's default for
- * max_tcp_mem is tcp_mem[0], below which no TCP allocation is ever
- * refused, and the pressure check for a larger max_tcp_mem.
+ * TCP sockets on a 24 GiB host that share is 2.8 MiB.  Hence load.sh's
+ * default for max_tcp_mem is tcp_mem[0], below which TCP refuses no memory,
+ * and the pressure check for a larger max_tcp_mem.
  *
  * The memory count is what /proc/net/sockstat calls "mem", in pages.  The
  * kernel keeps up to 1 MiB per CPU of it in per-CPU reserves
