@@ -69,8 +69,8 @@ Load the sockops bypass and attach it to a cgroup v2.
                        of overhead (default: $(human_size "$(default_max_queue)") on this host; 0: no bound)
   --max-tcp-mem SIZE   per host: go by TCP once all TCP sockets together hold
                        SIZE of memory, or TCP is under memory pressure
-                       (default: tcp_mem's low mark, under which the kernel
-                       refuses TCP no memory: $(human_size $(($(tcp_mem 0) * PAGE_SIZE))) here; 0: no guard)
+                       (default: tcp_mem's low mark, below which TCP is
+                       never refused memory: $(human_size $(($(tcp_mem 0) * PAGE_SIZE))) here; 0: no guard)
   --skip-ports LIST    comma-separated TCP ports (at most 64): a connection
                        whose local or remote port is listed stays on plain
                        TCP, e.g. a proxy that splices; "" empties the list
