@@ -210,16 +210,16 @@ static __always_inline void latch(struct peer_info *peer, __u32 why,
 		return;
 	switch (why) {
 	case LATCH_NO_PEER:
-		st->latched_no_peer++;
+		st->fallback_no_peer++;
 		break;
 	case LATCH_QUEUE:
-		st->latched_queue++;
+		st->fallback_queue++;
 		break;
 	case LATCH_TCP_MEM:
-		st->latched_tcp_mem++;
+		st->fallback_tcp_mem++;
 		break;
 	default:
-		st->latched_backlog++;
+		st->fallback_backlog++;
 		break;
 	}
 }

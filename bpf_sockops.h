@@ -148,10 +148,10 @@ struct bypass_stats {
 	__u64 bytes_redirected;	/* bytes in those messages */
 	__u64 msgs_passed;	/* sent by plain TCP: no peer, or latched */
 	__u64 bytes_passed;	/* bytes in those messages */
-	__u64 latched_no_peer;	/* connections latched to TCP, by reason */
-	__u64 latched_queue;
-	__u64 latched_tcp_mem;
-	__u64 latched_backlog;
+	__u64 fallback_no_peer;	/* connections latched to TCP, by reason */
+	__u64 fallback_queue;
+	__u64 fallback_tcp_mem;
+	__u64 fallback_backlog;
 	__u64 sockets_skipped_port;	/* left on TCP: a port in skip_ports */
 	__u64 sockets_skipped_cgroup;	/* left on TCP: its cgroup in skip_cgroups */
 };

@@ -154,7 +154,7 @@ exec jq -r --arg format "$format" --argjson warn_fill "$WARN_FILL" \
 
 	# Prometheus text format: gauges for the map, one counter
 	# sockops_<field>_total per field of struct bypass_stats, except the
-	# latched_<reason> fields, which make one counter with a reason label.
+	# fallback_<reason> fields, which make one counter with a reason label.
 	def prom:
 		def esc: gsub("\\\\"; "\\\\") | gsub("\n"; "\\n") | gsub("\""; "\\\"");
 		def help: {
@@ -182,15 +182,15 @@ exec jq -r --arg format "$format" --argjson warn_fill "$WARN_FILL" \
 			metric("map_sockets"; "gauge";
 			       "Sockets in the sockhash now, two per bypassed connection.";
 			       [{l: $l, v: .map.sockets}]),
-			(.counters | to_entries[] | select(.key | startswith("latched_") | not) |
+			(.counters | to_entries[] | select(.key | startswith("fallback_") | not) |
 				metric("\(.key)_total"; "counter";
 				       help[.key] // "Counter \(.key) of struct bypass_stats, summed over CPUs.";
 				       [{l: $l, v: .value}])),
-			(.counters | to_entries | map(select(.key | startswith("latched_"))) |
+			(.counters | to_entries | map(select(.key | startswith("fallback_"))) |
 				select(length > 0) |
-				metric("latched_total"; "counter";
-				       "Connections latched onto TCP, by reason (struct bypass_stats latched_<reason>).";
-				       map({l: "\($l),reason=\"\(.key | ltrimstr("latched_") | esc)\"", v: .value})))
+				metric("fallbacks_total"; "counter";
+				       "Connections latched onto TCP, by reason (struct bypass_stats fallback_<reason>).";
+				       map({l: "\($l),reason=\"\(.key | ltrimstr("fallback_") | esc)\"", v: .value})))
 		end;
 
 	status |

@@ -129,7 +129,7 @@ echo "   counters (status.sh):"
 status=$("$TOP_DIR/status.sh" --pin-dir "$PIN" --json)
 redirected=$(jq .counters.bytes_redirected <<<"$status")
 passed=$(jq .counters.bytes_passed <<<"$status")
-latched=$(jq '.counters | .latched_queue + .latched_tcp_mem + .latched_backlog' <<<"$status")
+latched=$(jq '.counters | .fallback_queue + .fallback_tcp_mem + .fallback_backlog' <<<"$status")
 echo
 echo "== Result"
 printf '   %-26s %16s %16s\n' "" "plain TCP" "bypass"

@@ -73,7 +73,7 @@ mark() {
 }
 
 latched() {
-	echo $(($(latched_for_memory) + $(counter latched_no_peer)))
+	echo $(($(fallbacks_for_memory) + $(counter fallback_no_peer)))
 }
 
 carried() {

@@ -42,10 +42,10 @@ iperf_redirected() {
 	((got > 0 && got <= sent))
 	(($(lo_syn_packets) == 4))
 	(($(counter sockets_inserted) == 4))
-	if (($(counter latched_no_peer) > 0)); then
+	if (($(counter fallback_no_peer) > 0)); then
 		# A connection raced (helpers.bash): its client's bytes went
 		# by TCP, on lo.
-		echo "raced: $(counter latched_no_peer) connection(s)"
+		echo "raced: $(counter fallback_no_peer) connection(s)"
 		((redirected + $(counter bytes_passed) >= sent))
 		return
 	fi
@@ -106,13 +106,13 @@ iperf_redirected() {
 	# then that direction went on by TCP, and is counted so.  What the
 	# counters passed is what the two ends saw come by TCP.
 	passed=$(counter bytes_passed)
-	latched=$(($(counter latched_queue) + $(counter latched_tcp_mem) + $(counter latched_backlog)))
+	latched=$(($(counter fallback_queue) + $(counter fallback_tcp_mem) + $(counter fallback_backlog)))
 	echo "redirected=$(counter bytes_redirected) passed=$passed latched=$latched" \
 		"by TCP: $(tcp_in xfer-send xfer-recv)"
 	((passed == $(tcp_in xfer-send xfer-recv)))
 	(($(counter bytes_redirected) + passed == 1000000000 + 100000000 + 24))
 	# A race (helpers.bash) latches too.
-	latched=$((latched + $(counter latched_no_peer)))
+	latched=$((latched + $(counter fallback_no_peer)))
 	((latched <= 2 && (passed == 0) == (latched == 0)))
 }
 

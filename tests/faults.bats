@@ -157,20 +157,20 @@ iperf_bidir() {
 	# (helpers.bash): by TCP then, and counted.
 	(($(counter bytes_redirected) + $(counter bytes_passed) >= sent))
 	if (($(counter bytes_passed) > 0)); then
-		(($(latched_for_memory) + $(counter latched_no_peer) > 0))
+		(($(fallbacks_for_memory) + $(counter fallback_no_peer) > 0))
 	fi
 
 	# From here on, the counters grow by exactly the checksummed bytes.
 	local redirected0 passed0 raced0
 	redirected0=$(counter bytes_redirected)
 	passed0=$(counter bytes_passed)
-	raced0=$(counter latched_no_peer)
+	raced0=$(counter fallback_no_peer)
 	recv_in r $((PORT + 1)) -n 8
 	send_in s $((PORT + 1)) -C 8 -P 8 -B $((12 * MiB)) -R $((12 * MiB))
 	xfer_finish s r
 	(($(counter bytes_passed) - passed0 == $(tcp_in s r)))
 	(($(counter bytes_redirected) - redirected0 == 8 * (24 * MiB + 24) - $(tcp_in s r)))
-	(($(tcp_in s r) == 0 || $(counter latched_no_peer) > raced0 || $(latched_for_memory) > 0))
+	(($(tcp_in s r) == 0 || $(counter fallback_no_peer) > raced0 || $(fallbacks_for_memory) > 0))
 }
 
 @test "unload.sh during a 2 GiB each way checksummed transfer: it completes intact" {
@@ -269,5 +269,5 @@ slow_reader() {
 	bound=$(($("$TOP/status.sh" --json | jq .config.max_queue) + rmem + wmem))
 	echo "bound: $((bound / MiB)) MiB (queue bound, tcp_rmem and tcp_wmem max)"
 	((taken <= MiB + bound))
-	(($(counter latched_queue) == 1))
+	(($(counter fallback_queue) == 1))
 }

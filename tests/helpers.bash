@@ -179,7 +179,7 @@ counter() {
 
 # Races.  A connection races when its accepting end becomes established,
 # and so enters the sockhash, after its client's first send: the client
-# finds no peer and goes on by TCP for good, counted in latched_no_peer, its
+# finds no peer and goes on by TCP for good, counted in fallback_no_peer, its
 # bytes intact and in order.  Before 6.5 that is common under load:
 # ksoftirqd_running() in kernel/softirq.c defers the softirq that processes
 # the client's final ACK to ksoftirqd (removed by commit d15121be7485,
@@ -195,7 +195,7 @@ counter() {
 expect_split() {
 	local total=$1 client=$2 raced passed redirected
 
-	raced=$(counter latched_no_peer)
+	raced=$(counter fallback_no_peer)
 	passed=$(counter bytes_passed)
 	redirected=$(counter bytes_redirected)
 	echo "redirected=$redirected passed=$passed of $total;" \
@@ -214,11 +214,11 @@ tcp_in() {
 	echo "$sum"
 }
 
-# latched_for_memory: connections the memory bounds sent on by TCP.  On a
+# fallbacks_for_memory: connections the memory bounds sent on by TCP.  On a
 # small host (tcp_mem of 2 GiB is 118 MiB), a few readers that lag can
 # reach the host guard (docs/how-it-works.md, "Memory").
-latched_for_memory() {
-	echo $(($(counter latched_queue) + $(counter latched_tcp_mem) + $(counter latched_backlog)))
+fallbacks_for_memory() {
+	echo $(($(counter fallback_queue) + $(counter fallback_tcp_mem) + $(counter fallback_backlog)))
 }
 
 # expect_xfer_split TOTAL TCP NAME...: of the TOTAL bytes sent to the xfers
@@ -232,7 +232,7 @@ expect_xfer_split() {
 	tcp=$(tcp_in "$@")
 	passed=$(counter bytes_passed)
 	redirected=$(counter bytes_redirected)
-	latched=$(($(latched_for_memory) + $(counter latched_no_peer)))
+	latched=$(($(fallbacks_for_memory) + $(counter fallback_no_peer)))
 	echo "redirected=$redirected passed=$passed of $total; by TCP, as" \
 		"measured: $tcp, on purpose: $want; latched: $latched"
 	((passed == tcp && redirected == total - tcp)) || return 1

@@ -56,8 +56,8 @@ max_queue() {
 	# It got past the bound only by TCP: the latch, once, for the queue.
 	local total
 	((accepted > $(max_queue)))
-	(($(counter latched_queue) == 1))
-	(($(counter latched_tcp_mem) + $(counter latched_backlog) + $(counter latched_no_peer) == 0))
+	(($(counter fallback_queue) == 1))
+	(($(counter fallback_tcp_mem) + $(counter fallback_backlog) + $(counter fallback_no_peer) == 0))
 	# The connection holds its share of the host's backlog until it
 	# closes (noread has exited): then it is all given back.
 	(($(backlog_bytes) == 0))
@@ -78,7 +78,7 @@ max_queue() {
 	# send queue) or says EAGAIN once its send buffer is full (6.1).
 	[[ $stop == writes || $stop == eagain ]]
 	((slab_kib <= 256 * 1024))
-	(($(counter latched_queue) == 1))
+	(($(counter fallback_queue) == 1))
 	# The bound counts 1 KiB per message: the latch came after at most
 	# max_queue / 1025 one-byte messages.
 	(($(counter msgs_redirected) <= $(max_queue) / 1025 + 1))
@@ -97,8 +97,8 @@ max_queue() {
 	[[ $stop == eagain && $intact == 1 ]]
 	# The guard's two sums see the same bytes: TCP's memory (which lags
 	# by its per-CPU reserves) or the bypass's backlog gets there first.
-	(($(counter latched_tcp_mem) + $(counter latched_backlog) == 1))
-	(($(counter latched_queue) == 0))
+	(($(counter fallback_tcp_mem) + $(counter fallback_backlog) == 1))
+	(($(counter fallback_queue) == 0))
 	# Other sockets of the host come and go meanwhile: allow 64 MiB.
 	((accepted <= 16 * MiB + 64 * MiB))
 }
@@ -169,7 +169,7 @@ hold_sockets() {
 	load_bypass --max-queue 0
 	noread -l 65536 -c $((256 * MiB))
 	[[ $stop == eagain && $intact == 1 ]]
-	(($(counter latched_tcp_mem) + $(counter latched_backlog) == 1))
+	(($(counter fallback_tcp_mem) + $(counter fallback_backlog) == 1))
 	# 8 MiB, give or take TCP's per-CPU reserves (1 MiB per CPU).
 	(($(counter bytes_redirected) <= (8 + 4) * MiB))
 }
@@ -209,7 +209,7 @@ hold_sockets() {
 	cat "$TMP/held.out"
 	grep -q "stop=ENOMEM .* intact=1" "$TMP/held.out"
 	[[ $stop == eagain && $intact == 1 ]]
-	(($(counter latched_tcp_mem) == 1))
+	(($(counter fallback_tcp_mem) == 1))
 	(($(counter bytes_redirected) == red0))
 }
 
@@ -248,14 +248,14 @@ backlog_bytes() {
 		grep -q filled "$TMP/noread-$i.out" || { cat "$TMP/noread-$i.out"; return 1; }
 	done
 	echo "all full: backlog $(($(backlog_bytes) / MiB)) MiB; latched:" \
-		"queue=$(counter latched_queue) backlog=$(counter latched_backlog)" \
-		"tcp_mem=$(counter latched_tcp_mem)"
+		"queue=$(counter fallback_queue) backlog=$(counter fallback_backlog)" \
+		"tcp_mem=$(counter fallback_tcp_mem)"
 	# Every connection was latched once: by its own bound, or by the
 	# host's once the others had filled it; together they hold no more
 	# than the limit (and one connection's bound, the last to charge).
-	(($(counter latched_queue) + $(counter latched_backlog) == n))
-	(($(counter latched_backlog) >= 1))
-	(($(counter latched_tcp_mem) == 0))
+	(($(counter fallback_queue) + $(counter fallback_backlog) == n))
+	(($(counter fallback_backlog) >= 1))
+	(($(counter fallback_tcp_mem) == 0))
 	(($(backlog_bytes) <= limit + 8 * MiB))
 
 	exec {go}>&-
@@ -279,7 +279,7 @@ backlog_bytes() {
 	[[ $stop == cap && $intact == 1 ]]
 	((accepted == cap && cap > 32 * MiB))
 	(($(counter bytes_redirected) == cap))
-	(($(counter latched_queue) + $(counter latched_tcp_mem) == 0))
+	(($(counter fallback_queue) + $(counter fallback_tcp_mem) == 0))
 }
 
 @test "plain TCP holds the same writer back after a few MiB: the reference" {
@@ -308,7 +308,7 @@ backlog_bytes() {
 	[[ $status -eq 0 && $output == *"already loaded"*"queue bound: 4 MiB"* ]]
 	(($(max_queue) == 4 * MiB))
 	noread -l 65536 -c $((256 * MiB))
-	(($(counter latched_queue) == 1))
+	(($(counter fallback_queue) == 1))
 	(($(counter bytes_redirected) <= 4 * MiB))
 }
 

@@ -59,13 +59,13 @@ sample() {
 	(($(sample sockops_bytes_passed_total) == 0))
 
 	# Every counter of struct bypass_stats is there, found by name, with
-	# its HELP and TYPE: latched_<reason> as one counter with a reason
+	# its HELP and TYPE: fallback_<reason> as one counter with a reason
 	# label, every other field as sockops_<field>_total.
 	"$TOP/status.sh" --json >"$TMP/status.json"
 	while read -r key value; do
-		if [[ $key == latched_* ]]; then
-			(($(sample sockops_latched_total "reason=\"${key#latched_}\"") == value))
-			grep -qx "# TYPE sockops_latched_total counter" "$TMP/prom"
+		if [[ $key == fallback_* ]]; then
+			(($(sample sockops_fallbacks_total "reason=\"${key#fallback_}\"") == value))
+			grep -qx "# TYPE sockops_fallbacks_total counter" "$TMP/prom"
 		else
 			(($(sample "sockops_${key}_total") == value))
 			grep -qx "# TYPE sockops_${key}_total counter" "$TMP/prom"
@@ -74,8 +74,8 @@ sample() {
 	done < <(jq -r '.counters | to_entries[] | "\(.key) \(.value)"' "$TMP/status.json")
 	# Nothing else: the families are the gauges and the counters.
 	(($(grep -c '^# TYPE' "$TMP/prom") == 3 + $(jq '.counters | keys |
-		(map(select(startswith("latched_") | not)) | length) +
-		(if any(startswith("latched_")) then 1 else 0 end)' "$TMP/status.json")))
+		(map(select(startswith("fallback_") | not)) | length) +
+		(if any(startswith("fallback_")) then 1 else 0 end)' "$TMP/status.json")))
 }
 
 @test "status.sh --prom with nothing loaded: sockops_loaded 0, still valid, exit 1; labels are escaped" {

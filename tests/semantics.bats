@@ -250,8 +250,8 @@ compare() {
 	(($(counter msgs_passed) == 2 * 3))
 	(($(counter bytes_passed) == 2000 * 3))
 	# Each client was latched once, at A, for the missing peer.
-	(($(counter latched_no_peer) == 3))
-	(($(counter latched_queue) + $(counter latched_tcp_mem) + $(counter latched_backlog) == 0))
+	(($(counter fallback_no_peer) == 3))
+	(($(counter fallback_queue) + $(counter fallback_tcp_mem) + $(counter fallback_backlog) == 0))
 }
 
 @test "checksummed transfers across half-close and close: 600 connections, both ways, nothing lost" {
@@ -273,6 +273,6 @@ compare() {
 	# helpers.bash, whose bytes the ends saw come by TCP).
 	(($(counter bytes_redirected) + $(counter bytes_passed) >= bytes))
 	(($(counter bytes_passed) == $(tcp_in tiny tiny-s big big-s)))
-	(($(counter msgs_passed) == 0 || $(counter latched_no_peer) > 0))
+	(($(counter msgs_passed) == 0 || $(counter fallback_no_peer) > 0))
 	(($(counter sockets_inserted) == 2 * 600))
 }
