@@ -33,15 +33,16 @@ BPF_OBJS := $(OUTPUT)/bpf_sockops.o $(OUTPUT)/bpf_redir.o
 # sockprobe: the framework, then one file per family of probes.
 SOCKPROBE_OBJS := $(addprefix tests/probes/, sockprobe.o sockprobe_eof.o \
 	sockprobe_read.o sockprobe_poll.o sockprobe_send.o sockprobe_close.o \
-	sockprobe_map.o)
+	sockprobe_map.o sockprobe_flow.o)
 XFER_OBJS := tests/probes/xfer.o
 NOREAD_OBJS := tests/probes/noread.o
+FLOW_OBJS := tests/probes/flow.o
 SOCKBENCH_OBJS := bench/sockbench.o
 CONNHOLD_OBJS := bench/connhold.o
-OBJS := $(SOCKPROBE_OBJS) $(XFER_OBJS) $(NOREAD_OBJS) $(SOCKBENCH_OBJS) \
-	$(CONNHOLD_OBJS)
+OBJS := $(SOCKPROBE_OBJS) $(XFER_OBJS) $(NOREAD_OBJS) $(FLOW_OBJS) \
+	$(SOCKBENCH_OBJS) $(CONNHOLD_OBJS)
 PROGS := tests/probes/sockprobe tests/probes/xfer tests/probes/noread \
-	bench/sockbench bench/connhold
+	tests/probes/flow bench/sockbench bench/connhold
 
 ifeq ($(V),1)
 Q :=
@@ -83,6 +84,7 @@ tests/probes/sockprobe_map.o: bpf_sockops.h
 tests/probes/sockprobe: $(SOCKPROBE_OBJS)
 tests/probes/xfer: $(XFER_OBJS)
 tests/probes/noread: $(NOREAD_OBJS)
+tests/probes/flow: $(FLOW_OBJS)
 bench/sockbench: $(SOCKBENCH_OBJS)
 bench/connhold: $(CONNHOLD_OBJS)
 

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * bpf_redir.c - send each message straight into the peer's receive queue,
- * as long as the peer keeps reading.
+ * bpf_redir.c - send each message straight into the peer's receive queue
+ * while the peer keeps up, by TCP while it does not.
  *
  * An sk_msg program attached (sk_msg_verdict) to the sockhash runs on every
  * sendmsg() of a socket in that map.  bpf_sockops stored the peer's key in
@@ -12,13 +12,21 @@
  * TCP holds a sender back once the receiver's buffer is full.  A redirect
  * does not: bpf_tcp_ingress() (net/ipv4/tcp_bpf.c) queues the message on the
  * peer whatever it holds already, checking only the host's TCP memory.  So
- * before each redirect we look at what the peer holds unread, and at the
- * host's TCP memory, and when either is over its bound the connection goes
- * to TCP for good (the latch in struct peer_info), where flow control holds
- * the sender back again.
+ * the bypass and TCP are two paths of one connection, and TCP's is the one
+ * with flow control:
  *
- * This runs on every send, so it does the least it can: one storage lookup,
- * a few loads from kernel memory, the redirect, one per-CPU counter update.
+ * - On the bypass, before each redirect, we look at what the peer holds
+ *   unread and at the host's TCP memory.  When either is over its bound
+ *   the connection falls back to TCP (struct peer_info's fallback), whose
+ *   buffers then hold the sender back as they would without the bypass.
+ * - On TCP, each message goes by TCP with SK_PASS, pushed under the socket
+ *   lock, until the reason has passed and the reader has read every byte
+ *   that went by TCP; then the next message goes by the bypass again.
+ *
+ * This runs on every send, so the bypass path does the least it can: one
+ * storage lookup, the redirect, a few loads from kernel memory, one per-CPU
+ * counter update.  The way back reads more, but only once our TCP bytes
+ * have all been acknowledged.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -26,37 +34,72 @@
 #include "bpf_sockops.h"
 #include "bpf_maps.h"
 
+/* From the kernel's include/net/tcp_states.h and include/net/sock.h. */
+#define TCP_ESTABLISHED	1
+#define SEND_SHUTDOWN	2
+/* Waiters on the peer's wait queue looked at, at most. */
+#define MAX_WAITERS	8
+
 /*
  * The kernel structures we read, reduced to the fields we read, as the
  * kernel selftests' bpf_tracing_net.h does.  preserve_access_index makes
  * clang record every access as a CO-RE relocation, which libbpf rewrites to
  * the running kernel's offsets from its BTF at load time: one object fits
- * every kernel, with no vmlinux.h.
- */
-/*
- * A pointer's target type needs a name for libbpf to find it in the kernel's
- * BTF; the "___bypass" suffix is ignored in the match.
+ * every kernel, with no vmlinux.h.  A "___bypass" suffix is ignored in the
+ * match; it keeps a name of ours apart from a type of the system headers.
  */
 typedef struct {
 	long counter;
 } atomic_long_t___bypass;
+
+struct list_head___bypass {
+	struct list_head___bypass *next;
+} __attribute__((preserve_access_index));
 
 struct proto {
 	atomic_long_t___bypass *memory_allocated;	/* pages, all TCP sockets */
 	unsigned long *memory_pressure;	/* &tcp_memory_pressure */
 } __attribute__((preserve_access_index));
 
+struct wait_queue_head {
+	struct list_head___bypass head;
+} __attribute__((preserve_access_index));
+
+struct wait_queue_entry {
+	void *func;
+	struct list_head___bypass entry;
+} __attribute__((preserve_access_index));
+
+struct socket_wq {
+	struct wait_queue_head wait;
+} __attribute__((preserve_access_index));
+
 struct sock_common {
+	unsigned char skc_state;
 	struct proto *skc_prot;
 } __attribute__((preserve_access_index));
 
 struct sock {
 	struct sock_common __sk_common;
 	struct {
+		int owned;
+		struct wait_queue_head wq;
+	} sk_lock;			/* socket_lock_t */
+	struct {
 		struct {
 			int counter;
-		} rmem_alloc;	/* atomic_t sk_rmem_alloc */
+		} rmem_alloc;		/* atomic_t sk_rmem_alloc */
 	} sk_backlog;
+	int sk_rcvlowat;
+	struct socket_wq *sk_wq;
+	unsigned char sk_shutdown;
+} __attribute__((preserve_access_index));
+
+struct tcp_sock {
+	__u32 copied_seq;	/* the reader read every byte before this */
+	__u32 snd_una;		/* the first byte not acknowledged */
+	__u32 write_seq;	/* the byte after the last one queued to send */
+	__u16 urg_data;		/* urgent data pending */
 } __attribute__((preserve_access_index));
 
 /* The kernel's context behind struct sk_msg_md. */
@@ -72,9 +115,66 @@ struct sk_msg {
  */
 extern void *bpf_cast_to_kern_ctx(void *obj) __ksym __weak;
 
+/* Sequence numbers wrap: true if a comes before b (include/net/tcp.h). */
+static __always_inline int seq_before(__u32 a, __u32 b)
+{
+	return (__s32)(a - b) < 0;
+}
+
+/*
+ * Our own socket as a struct sock the verifier lets us read through: the
+ * context's socket on 6.2+, else the same socket through a helper that
+ * returns such a pointer (struct tcp_sock begins with struct sock, so the
+ * cast is the kernel's own).
+ */
+static __always_inline struct sock *our_sock(struct sk_msg_md *msg,
+					     struct bpf_sock *sk)
+{
+	if (bpf_cast_to_kern_ctx) {
+		struct sk_msg *kmsg = bpf_cast_to_kern_ctx(msg);
+
+		return kmsg->sk;
+	}
+	return (struct sock *)bpf_skc_to_tcp_sock(sk);
+}
+
+/*
+ * Our own socket as a struct tcp_sock, for its sequence numbers: the
+ * verifier checks each load against the type the pointer came with, and
+ * the context's socket is a struct sock.  Only on the rarer paths.
+ */
+static __always_inline struct tcp_sock *our_tcp_sock(struct bpf_sock *sk)
+{
+	return (struct tcp_sock *)bpf_skc_to_tcp_sock(sk);
+}
+
+/*
+ * The address of the socket bpf_msg_redirect_hash() aimed the message at,
+ * as a number: 0 if none.  On 6.1 there is no kfunc to reach the kernel's
+ * struct sk_msg, but our context pointer is its address: sk_msg programs
+ * run on it (sk_psock_msg_verdict()).  Reading kernel memory at a context
+ * address is a pointer leak the verifier only allows to CAP_PERFMON
+ * (load.sh runs as root), and only through bpf_probe_read_kernel(), whose
+ * source it does not type.  Keeping an address in a map value is such a
+ * leak too.
+ */
+static __always_inline __u64 aimed_peer(struct sk_msg_md *msg)
+{
+	struct sock *peer = 0;
+
+	if (bpf_cast_to_kern_ctx) {
+		struct sk_msg *kmsg = bpf_cast_to_kern_ctx(msg);
+
+		return (__u64)kmsg->sk_redir;
+	}
+	bpf_probe_read_kernel(&peer, sizeof(peer),
+			      &((struct sk_msg *)(void *)msg)->sk_redir);
+	return (__u64)peer;
+}
+
 /*
  * Whether the host's TCP memory rules out a redirect now: all TCP sockets
- * hold max_tcp_mem (bytes), or TCP is under memory pressure.
+ * hold limit bytes, or TCP is under memory pressure.
  *
  * The pressure is the kernel's own state, not a number we could compare:
  * __sk_mem_raise_allocated() sets tcp_memory_pressure when TCP's memory
@@ -92,38 +192,24 @@ extern void *bpf_cast_to_kern_ctx(void *obj) __ksym __weak;
  * (sk_memory_allocated_add()), so the shared counter lags and can even read
  * below zero.
  */
-static __always_inline int tcp_mem_full(struct sk_msg_md *msg,
-					struct bpf_sock *sk,
+static __always_inline int tcp_mem_full(struct sock *s, __u64 limit,
 					const struct bypass_config *cfg)
 {
 	unsigned long pressure = 0, *flag;
 	struct proto *prot;
-	struct sock *s;
 	long pages;
 
-	if (bpf_cast_to_kern_ctx) {
-		struct sk_msg *kmsg = bpf_cast_to_kern_ctx(msg);
-
-		s = kmsg->sk;
-	} else {
-		/*
-		 * Linux 6.1: the same socket through a helper that returns
-		 * a pointer we may read through.  struct tcp_sock begins
-		 * with struct sock, so the cast is the kernel's own.
-		 */
-		s = (struct sock *)bpf_skc_to_tcp_sock(sk);
-	}
 	if (!s)
 		return 0;
 	/* Reading through a NULL kernel pointer here gives 0, not a fault. */
 	prot = s->__sk_common.skc_prot;
 	pages = prot->memory_allocated->counter;
-	if (pages > 0 && (__u64)pages << cfg->page_shift >= cfg->max_tcp_mem)
+	if (pages > 0 && (__u64)pages << cfg->page_shift >= limit)
 		return 1;
 	/*
 	 * The verifier follows kernel pointers only to structs: a pointer
 	 * to an unsigned long loads as a plain number, so we read through
-	 * it with bpf_probe_read_kernel() (CAP_PERFMON, as below).
+	 * it with bpf_probe_read_kernel() (CAP_PERFMON, as above).
 	 */
 	flag = prot->memory_pressure;
 	if (flag)
@@ -154,19 +240,8 @@ static __always_inline __u64 peer_unread(struct sk_msg_md *msg)
 			return 0;
 		unread = peer->sk_backlog.rmem_alloc.counter;
 	} else {
-		/*
-		 * Linux 6.1 has no kfunc to reach the kernel's struct sk_msg,
-		 * but our context pointer is its address: sk_msg programs
-		 * run on it (sk_psock_msg_verdict()).  Reading kernel memory
-		 * at a context address is a pointer leak the verifier only
-		 * allows to CAP_PERFMON (load.sh runs as root), and only
-		 * through bpf_probe_read_kernel(), whose source it does not
-		 * type.
-		 */
-		struct sk_msg *kmsg = (void *)msg;
-
-		if (bpf_probe_read_kernel(&peer, sizeof(peer), &kmsg->sk_redir) ||
-		    !peer)
+		peer = (struct sock *)aimed_peer(msg);
+		if (!peer)
 			return 0;
 		bpf_probe_read_kernel(&unread, sizeof(unread),
 				      &peer->sk_backlog.rmem_alloc.counter);
@@ -194,28 +269,274 @@ static __always_inline __u64 queue_cost(__u64 unread, __u32 size)
 	return bytes + bytes / size * MSG_OVERHEAD;
 }
 
-static __always_inline void latch(struct peer_info *peer, __u32 why,
-				  struct bypass_stats *st)
+/*
+ * The verdict, on a message bpf_msg_redirect_hash() has already aimed at the
+ * peer: FALLBACK_NONE to let it go, else the reason to go by TCP.  Updates
+ * our share of the host's backlog.
+ */
+static __always_inline __u32 check_bounds(struct sock *me, __u64 unread,
+					  __u32 size, const struct bypass_config *cfg,
+					  struct peer_info *peer)
+{
+	__u64 cost, units, total;
+
+	if (cfg->max_tcp_mem && tcp_mem_full(me, cfg->max_tcp_mem, cfg))
+		return FALLBACK_TCP_MEM;
+	cost = queue_cost(unread, size);
+	if (cfg->max_queue && cost > cfg->max_queue)
+		return FALLBACK_QUEUE;
+	units = cost >> BACKLOG_SHIFT;
+	if (units == peer->charged)
+		return FALLBACK_NONE;
+	total = backlog_add((__s64)(units - peer->charged));
+	peer->charged = units;
+	if (cfg->max_tcp_mem && total << BACKLOG_SHIFT >= cfg->max_tcp_mem)
+		return FALLBACK_BACKLOG;
+	return FALLBACK_NONE;
+}
+
+/*
+ * Whether the host has room again for a connection on TCP to come back:
+ * TCP's memory and the backlog (without our own share, which we give back
+ * when we come back) under three quarters of the guard, and no pressure.
+ * The quarter keeps connections from flapping at the guard.
+ */
+static __always_inline int host_has_room(struct sock *me,
+					 const struct bypass_config *cfg,
+					 const struct peer_info *peer)
+{
+	__u64 low = cfg->max_tcp_mem - cfg->max_tcp_mem / 4, units;
+
+	if (!cfg->max_tcp_mem)
+		return 1;
+	if (tcp_mem_full(me, low, cfg))
+		return 0;
+	units = backlog_add(0);
+	units = units > peer->charged ? units - peer->charged : 0;
+	return units << BACKLOG_SHIFT < low;
+}
+
+/* Read one field of a kernel structure at an address we only know as a number. */
+#define PEEK(dst, ptr, field) \
+	bpf_core_read(&(dst), sizeof(dst), &(ptr)->field)
+
+enum ready {
+	READY,		/* come back now */
+	NOT_NOW,	/* stay on TCP for this message */
+	NEVER,		/* stay on TCP until the connection closes */
+};
+
+/* Words of a sleeper's stack below its wait entry that sleeper() reads. */
+#define STACK_WORDS	16
+
+/*
+ * 1 if a < b (unsigned), else 0, computed without a branch: the borrow out
+ * of a - b.  The functions below count and classify waiters without
+ * branches on purpose: the verifier follows both sides of every branch,
+ * and over 8 waiters x 16 words x 4 functions the combinations exceed its
+ * limit of a million instructions.
+ */
+static __always_inline __u64 below(__u64 a, __u64 b)
+{
+	return ((~a & b) | ((~a | b) & (a - b))) >> 63;
+}
+
+/* 1 if the word lies in the text of wait function f, else 0. */
+static __always_inline __u64 in_text(__u64 word, const struct bypass_config *cfg,
+				     int f)
+{
+	__u64 start = cfg->waits[f].start;
+
+	return below(word - start, cfg->waits[f].end - start);
+}
+
+/*
+ * What a task on the peer's wait queue is, from its wait entry w: adds 1
+ * to *readers if it is a reader asleep in recv(), and 1 to *unsafe if that
+ * reader may be inside tcp_recvmsg().
+ *
+ * Blocking socket waits sleep with woken_wake_function; poll(), select()
+ * and epoll queue other functions, and read through tcp_bpf_recvmsg() when
+ * they wake (neither a reader here nor unsafe).  Of the three that matter,
+ * only one is unsafe, and no flag tells which: SOCKWQ_ASYNC_WAITDATA is set
+ * only on sockets with O_ASYNC, and the psock reference tcp_bpf_recvmsg()
+ * holds is held by the socket's writers too while they redirect.  So we
+ * look at where each one sleeps.  The wait entry is a local variable of
+ * the function that sleeps, which called wait_woken() (sk_wait_event())
+ * from a few words below it: the return address into it is on the stack
+ * right under the entry.  We read STACK_WORDS words there and look for an
+ * address in the text of the functions load.sh found in /proc/kallsyms:
+ *
+ * - sk_wait_data(): a reader inside tcp_recvmsg() (or splice()), unsafe;
+ * - tcp_msg_wait_data(), or tcp_bpf_recvmsg() where it is inlined: a
+ *   reader in tcp_bpf_recvmsg(), which waits for either queue, safe;
+ * - sk_stream_wait_memory(): a writer waiting for memory, safe.
+ *
+ * A word in sk_wait_data() decides, wherever it is (a stale word can only
+ * make a reader look unsafe, the cautious way); a waiter where none is
+ * found counts as an unsafe reader.  The task is asleep, so its stack holds
+ * still; if it wakes meanwhile the read is only stale, and a probe read
+ * never faults.  Without kallsyms (kptr_restrict), every waiter is one.
+ */
+static __always_inline void sleeper(void *w, const struct bypass_config *cfg,
+				    int *readers, int *unsafe)
+{
+	__u64 stack[STACK_WORDS], hit[WAIT_FUNCS] = {}, waits, tcp, bpf, send;
+	void *func = 0;
+	int i;
+
+	PEEK(func, (struct wait_queue_entry *)w, func);
+	/* Not a blocking wait, when we know woken_wake_function. */
+	waits = !cfg->woken_wake | !((__u64)func ^ cfg->woken_wake);
+	if (bpf_probe_read_kernel(stack, sizeof(stack), w - sizeof(stack)))
+		__builtin_memset(stack, 0, sizeof(stack));
+	for (i = 0; i < STACK_WORDS; i++) {
+		hit[WAIT_TCP_RECV] |= in_text(stack[i], cfg, WAIT_TCP_RECV);
+		hit[WAIT_BPF_RECV] |= in_text(stack[i], cfg, WAIT_BPF_RECV);
+		hit[WAIT_BPF_RECVMSG] |= in_text(stack[i], cfg, WAIT_BPF_RECVMSG);
+		hit[WAIT_SEND] |= in_text(stack[i], cfg, WAIT_SEND);
+	}
+	tcp = hit[WAIT_TCP_RECV];
+	bpf = (hit[WAIT_BPF_RECV] | hit[WAIT_BPF_RECVMSG]) & !tcp;
+	send = hit[WAIT_SEND] & !tcp & !bpf;
+	*readers += waits & !send;
+	*unsafe += waits & !send & !bpf;
+}
+
+/*
+ * Readers of the peer asleep in a blocking recv(): how many (-1 if more
+ * waiters than we look at), and in *unsafe how many of them may be inside
+ * tcp_recvmsg().
+ *
+ * A reader inside tcp_recvmsg() that has not got what it asked for (the
+ * rest of a MSG_WAITALL count, a low-water mark, or anything at all, for a
+ * second thread that found the bytes taken) sleeps in sk_wait_data(), which
+ * wakes it only when sk_receive_queue grows.  Bytes redirected into the
+ * psock queue wake it, but it goes back to sleep: after we come back, it
+ * would sleep until the next TCP byte, and a later fallback's TCP bytes
+ * would then be read before the redirected ones.  Those are the readers
+ * that make coming back unsafe (sleeper() finds them).
+ */
+static __always_inline int recv_sleepers(__u64 p, const struct bypass_config *cfg,
+					 int *unsafe)
+{
+	struct sock *peer = (struct sock *)p;
+	struct list_head___bypass *head, *pos = 0;
+	struct socket_wq *wq = 0;
+	int i, readers = 0;
+
+	*unsafe = 0;
+	PEEK(wq, peer, sk_wq);
+	if (!wq)
+		return 0;	/* not accepted yet: no reader at all */
+	head = &wq->wait.head;
+	PEEK(pos, head, next);
+	for (i = 0; i < MAX_WAITERS && pos && pos != head; i++) {
+		sleeper((void *)pos - bpf_core_field_offset(struct wait_queue_entry, entry),
+			cfg, &readers, unsafe);
+		PEEK(pos, pos, next);
+	}
+	return pos == head ? readers : -1;
+}
+
+/*
+ * Whether the peer, at address p, is ready for the bypass again: it has
+ * read every byte we sent by TCP, and no reader of it could miss redirected
+ * bytes.  Reads through bpf_probe_read_kernel(), on every kernel: this runs
+ * only when a connection on TCP tries to come back, and p is a number the
+ * verifier does not type.  p may be stale (the peer closed): TCP sockets'
+ * memory stays a TCP socket's for an RCU grace period, and a probe read
+ * never faults, so the worst is a wrong answer, which the redirect that
+ * follows then corrects (it finds no peer in the map).
+ */
+static __always_inline enum ready peer_ready(__u64 p, __u32 write_seq,
+					     const struct bypass_config *cfg)
+{
+	struct tcp_sock *tp = (struct tcp_sock *)p;
+	struct sock *peer = (struct sock *)p;
+	unsigned char state = 0, shutdown = 1;
+	__u32 copied = 0;
+	__u16 urg = 1;
+	int lowat = 2, owned = 1, unread = 0, readers, unsafe;
+	void *lock_waiter = 0;
+
+	/*
+	 * Either side's shutdown(), or a peer that is closing: TCP's answer
+	 * from now on, whatever comes.
+	 */
+	PEEK(state, peer, __sk_common.skc_state);
+	PEEK(shutdown, peer, sk_shutdown);
+	if (state != TCP_ESTABLISHED || shutdown)
+		return NEVER;
+	/*
+	 * The test for "drained": the peer's copied_seq, the first byte its
+	 * reader has not read, is our write_seq, the byte after the last one
+	 * we queued for TCP.  They are the same sequence space (both started
+	 * at our initial sequence number + 1), and copied_seq only grows, so
+	 * a stale read can only say "not yet".  The peer's rcv_nxt would not
+	 * do: it says the bytes arrived, not that they were read.
+	 */
+	PEEK(copied, tp, copied_seq);
+	if (copied != write_seq)
+		return NOT_NOW;
+	/*
+	 * Urgent data pending, or a low-water mark (which the bypass cannot
+	 * honour: docs/semantics.md): not while they last.
+	 */
+	PEEK(urg, tp, urg_data);
+	PEEK(lowat, peer, sk_rcvlowat);
+	if (urg || lowat > 1)
+		return NOT_NOW;
+	/* Hysteresis: only well under the bound (drained, it holds none of ours). */
+	PEEK(unread, peer, sk_backlog.rmem_alloc.counter);
+	if (cfg->max_queue && (__u64)(unread > 0 ? unread : 0) >= cfg->max_queue / 4)
+		return NOT_NOW;
+	/*
+	 * No reader inside tcp_recvmsg(): it holds the socket lock while it
+	 * runs (owned), waits on sk_lock.wq for it, and sleeps on the wait
+	 * queue (recv_sleepers()).  A reader always shows as one of the
+	 * three, from its lock_sock() to its last release_sock().
+	 */
+	PEEK(owned, peer, sk_lock.owned);
+	PEEK(lock_waiter, peer, sk_lock.wq.head.next);
+	if (owned || lock_waiter != &peer->sk_lock.wq.head)
+		return NOT_NOW;
+	readers = recv_sleepers(p, cfg, &unsafe);
+	/*
+	 * Two tasks asleep in recv() at once: two readers.  A second reader
+	 * can be on its way into tcp_recvmsg() unseen, woken from the socket
+	 * lock's queue but not yet running; coming back then leaves it asleep
+	 * in sk_wait_data().  That connection stays on TCP.
+	 */
+	if (readers >= 2)
+		return NEVER;
+	return readers < 0 || unsafe ? NOT_NOW : READY;
+}
+
+/* Count a path change, and keep the state it leaves. */
+static __always_inline void fall_back(struct peer_info *peer, __u32 why,
+				      struct bypass_stats *st)
 {
 	/*
 	 * The program runs under the sender's socket lock, so these plain
 	 * stores race with nothing.  What we queued on the peer stays there
-	 * until it is read, and in the host's backlog until we close (see
-	 * struct backlog), unless the peer is gone: its queue went with it.
+	 * until it is read, and in the host's backlog until we come back or
+	 * close (see struct backlog), unless the peer is gone: its queue went
+	 * with it.
 	 */
-	peer->use_tcp = why;
-	if (why == LATCH_NO_PEER)
+	peer->fallback = why;
+	if (why == FALLBACK_NO_PEER)
 		backlog_release(peer);
 	if (!st)
 		return;
 	switch (why) {
-	case LATCH_NO_PEER:
+	case FALLBACK_NO_PEER:
 		st->fallback_no_peer++;
 		break;
-	case LATCH_QUEUE:
+	case FALLBACK_QUEUE:
 		st->fallback_queue++;
 		break;
-	case LATCH_TCP_MEM:
+	case FALLBACK_TCP_MEM:
 		st->fallback_tcp_mem++;
 		break;
 	default:
@@ -224,31 +545,131 @@ static __always_inline void latch(struct peer_info *peer, __u32 why,
 	}
 }
 
+static __always_inline void come_back(struct peer_info *peer,
+				      struct bypass_stats *st)
+{
+	__u32 why = peer->fallback;
+
+	/* Drained: the peer holds nothing of ours any more. */
+	peer->fallback = FALLBACK_NONE;
+	backlog_release(peer);
+	if (!st)
+		return;
+	switch (why) {
+	case FALLBACK_NO_PEER:
+		st->return_no_peer++;
+		break;
+	case FALLBACK_QUEUE:
+		st->return_queue++;
+		break;
+	case FALLBACK_TCP_MEM:
+		st->return_tcp_mem++;
+		break;
+	default:
+		st->return_backlog++;
+		break;
+	}
+}
+
 /*
- * The verdict, on a message bpf_msg_redirect_hash() has already aimed at the
- * peer: LATCH_NONE to let it go, else the reason to latch.  Updates our share
- * of the host's backlog.
+ * Send a message that bpf_msg_redirect_hash() already aimed at the peer by
+ * TCP instead.  SK_PASS now means "redirect" (sk_psock_map_verd()), and
+ * nothing un-aims a message, so we aim it at our own socket's egress,
+ * without BPF_F_INGRESS: tcp_bpf_sendmsg_redir() then pushes it out on our
+ * own TCP connection.  It does so after releasing our socket lock
+ * (tcp_bpf_send_verdict()), so another thread's send could run meanwhile
+ * and see our write_seq without these bytes: PEER_EGRESS and egress_end
+ * keep the way back closed until they are pushed.  Only the message that
+ * finds a bound crossed takes this path; while on TCP, messages are never
+ * aimed until the peer is ready.
  */
-static __always_inline __u32 check_bounds(struct sk_msg_md *msg,
+static __always_inline void aim_at_egress(struct sk_msg_md *msg,
 					  struct bpf_sock *sk, __u32 size,
-					  const struct bypass_config *cfg,
 					  struct peer_info *peer)
 {
-	__u64 cost, units, total;
+	struct tcp_sock *tp = our_tcp_sock(sk);
+	struct sock_key self;
 
-	if (cfg->max_tcp_mem && tcp_mem_full(msg, sk, cfg))
-		return LATCH_TCP_MEM;
-	cost = queue_cost(peer_unread(msg), size);
-	if (cfg->max_queue && cost > cfg->max_queue)
-		return LATCH_QUEUE;
-	units = cost >> BACKLOG_SHIFT;
-	if (units == peer->charged)
-		return LATCH_NONE;
-	total = backlog_add((__s64)(units - peer->charged));
-	peer->charged = units;
-	if (cfg->max_tcp_mem && total << BACKLOG_SHIFT >= cfg->max_tcp_mem)
-		return LATCH_BACKLOG;
-	return LATCH_NONE;
+	if (tp) {
+		peer->egress_end = tp->write_seq + size;
+		peer->flags |= PEER_EGRESS;
+	}
+	mirror_key(&peer->key, &self);
+	bpf_msg_redirect_hash(msg, &sock_ops_map, &self, 0);
+}
+
+/*
+ * A message of a connection on TCP: SK_PASS, unless the connection can come
+ * back to the bypass now, in which case the message is redirected.  Returns
+ * 1 if it was.
+ *
+ * First what our own socket says, which costs a few loads: not shut down;
+ * no message of ours waiting to be pushed to our egress; every byte we sent
+ * by TCP acknowledged (snd_una == write_seq), which the reader's having
+ * read them implies once the ACK is in; and, for any reason, room on the
+ * host.  Only then the peer, through the address kept from an earlier aim
+ * (peer_ready()), and only if it is ready is the message aimed at it.  A
+ * connection whose peer was never found looks it up NO_PEER_TRIES times,
+ * by aiming at it, then no more: its peer is elsewhere.
+ */
+static __always_inline int try_return(struct sk_msg_md *msg, struct bpf_sock *sk,
+				      struct sock *me, __u32 size,
+				      const struct bypass_config *cfg,
+				      struct peer_info *peer, struct bypass_stats *st)
+{
+	struct tcp_sock *tp = our_tcp_sock(sk);
+	__u32 write_seq, snd_una;
+	enum ready ready;
+	__u64 p;
+
+	if (!tp)
+		return 0;
+	write_seq = tp->write_seq;
+	if (peer->flags & PEER_EGRESS) {
+		if (seq_before(write_seq, peer->egress_end))
+			return 0;
+		peer->flags &= ~PEER_EGRESS;
+	}
+	snd_una = tp->snd_una;
+	if (snd_una != write_seq || !host_has_room(me, cfg, peer))
+		return 0;
+	p = peer->peer_sk;
+	if (p) {
+		ready = peer_ready(p, write_seq, cfg);
+		if (ready == NEVER)
+			peer->flags |= PEER_FOR_GOOD;
+		if (ready != READY)
+			return 0;
+	} else if (peer->tries) {
+		peer->tries--;
+	} else {
+		peer->flags |= PEER_FOR_GOOD;
+		return 0;
+	}
+	if (bpf_msg_redirect_hash(msg, &sock_ops_map, &peer->key,
+				  BPF_F_INGRESS) != SK_PASS) {
+		/* Not in the map: not yet, or, if we had found it, gone. */
+		if (p)
+			peer->flags |= PEER_FOR_GOOD;
+		return 0;
+	}
+	if (aimed_peer(msg) != p) {
+		/*
+		 * Found for the first time (a peer that was not in the map at
+		 * first): decide on the socket the message is aimed at.
+		 */
+		p = aimed_peer(msg);
+		peer->peer_sk = p;
+		ready = peer_ready(p, write_seq, cfg);
+		if (ready != READY) {
+			if (ready == NEVER)
+				peer->flags |= PEER_FOR_GOOD;
+			aim_at_egress(msg, sk, size, peer);
+			return 0;
+		}
+	}
+	come_back(peer, st);
+	return 1;
 }
 
 SEC("sk_msg")
@@ -260,11 +681,34 @@ int bpf_redir(struct sk_msg_md *msg)
 	__u32 zero = CONFIG_KEY, why;
 	struct bypass_config *cfg;
 	struct peer_info *peer;
-	struct sock_key self;
+	struct sock *me;
+	__u64 unread;
+	int unsafe;
 
 	peer = bpf_sk_storage_get(&peer_keys, sk, 0, 0);
-	if (!peer || peer->use_tcp)
+	if (!peer || peer->flags & PEER_FOR_GOOD)
 		goto tcp;
+	me = our_sock(msg, sk);
+	if (!me)
+		goto tcp;
+	/*
+	 * After our shutdown(SHUT_WR), or once the connection is reset or
+	 * closed, TCP answers a send with EPIPE.  tcp_bpf_sendmsg() asks
+	 * nothing of the kind before it runs us, and a redirect would hand
+	 * the bytes to the peer after our FIN.
+	 */
+	if (me->sk_shutdown & SEND_SHUTDOWN) {
+		peer->flags |= PEER_FOR_GOOD;
+		goto tcp;
+	}
+	cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!cfg)
+		goto tcp;
+	if (peer->fallback) {
+		if (try_return(msg, sk, me, size, cfg, peer, st))
+			goto redirected;
+		goto tcp;
+	}
 	/*
 	 * On a hit bpf_msg_redirect_hash() returns SK_PASS and marks the
 	 * message for the peer's ingress queue.  On a miss it returns SK_DROP,
@@ -275,25 +719,35 @@ int bpf_redir(struct sk_msg_md *msg)
 	 */
 	if (bpf_msg_redirect_hash(msg, &sock_ops_map, &peer->key,
 				  BPF_F_INGRESS) != SK_PASS) {
-		latch(peer, LATCH_NO_PEER, st);
+		/* A peer we had found is gone; one we never found may come. */
+		if (peer->peer_sk)
+			peer->flags |= PEER_FOR_GOOD;
+		fall_back(peer, FALLBACK_NO_PEER, st);
 		goto tcp;
 	}
-	cfg = bpf_map_lookup_elem(&config, &zero);
-	why = cfg ? check_bounds(msg, sk, size, cfg, peer) : LATCH_NONE;
-	if (why != LATCH_NONE) {
-		/*
-		 * The message is aimed at the peer already, and SK_PASS now
-		 * means "redirect" (sk_psock_map_verd()).  Aim it at our own
-		 * socket's egress instead, without BPF_F_INGRESS:
-		 * tcp_bpf_sendmsg_redir() then pushes it out on our own TCP
-		 * connection, as SK_PASS with no redirect would.  It arrives
-		 * after every byte already queued on the peer (see the latch).
-		 */
-		mirror_key(&peer->key, &self);
-		bpf_msg_redirect_hash(msg, &sock_ops_map, &self, 0);
-		latch(peer, why, st);
+	unread = peer_unread(msg);
+	why = check_bounds(me, unread, size, cfg, peer);
+	if (why != FALLBACK_NONE) {
+		/* Kept for the way back: see peer_ready(). */
+		peer->peer_sk = aimed_peer(msg);
+		if (peer->flags & PEER_READERS)
+			peer->flags |= PEER_FOR_GOOD;
+		aim_at_egress(msg, sk, size, peer);
+		fall_back(peer, why, st);
 		goto tcp;
 	}
+	/*
+	 * A peer with nothing unread has readers with nothing to do: if it
+	 * has two, they are likely both asleep in recv() now.  Look, on the
+	 * first few such messages and one in 64 after: a connection whose
+	 * peer has two readers never comes back from a fallback
+	 * (peer_ready()).
+	 */
+	if (!unread && !(peer->flags & PEER_READERS) &&
+	    (peer->idle++ < READER_LOOKS || !(peer->idle & 63)) &&
+	    recv_sleepers(aimed_peer(msg), cfg, &unsafe) >= 2)
+		peer->flags |= PEER_READERS;
+redirected:
 	if (st) {
 		st->msgs_redirected++;
 		st->bytes_redirected += size;

@@ -158,6 +158,24 @@ static __always_inline void count_insert(long err)
 		st->insert_map_full++;
 }
 
+/*
+ * A socket whose sends went by TCP (fallback set) and that closes, or
+ * starts a new connection, leaves the number of connections on TCP now:
+ * count it once (struct bypass_stats).
+ */
+static __always_inline void count_closed_on_tcp(struct peer_info *peer)
+{
+	struct bypass_stats *st;
+
+	if (!peer->fallback)
+		return;
+	peer->fallback = FALLBACK_NONE;
+	peer->flags |= PEER_FOR_GOOD;
+	st = stats_this_cpu();
+	if (st)
+		__sync_fetch_and_add(&st->closed_on_tcp, 1);
+}
+
 /* Count the socket's entries out of the sockhash, once. */
 static __always_inline void count_removed(struct peer_info *peer)
 {
@@ -183,9 +201,14 @@ static __always_inline void sockops_insert(struct bpf_sock_ops *skops, __u32 op)
 		count_insert(-1);
 		return;
 	}
+	/* A socket that connected again: its old connection is over. */
+	count_closed_on_tcp(peer);
+	backlog_release(peer);
 	mirror_key(&key, &peer->key);
-	peer->use_tcp = LATCH_NONE;
-	peer->charged = 0;
+	peer->peer_sk = 0;
+	peer->fallback = FALLBACK_NONE;
+	peer->flags = 0;
+	peer->tries = NO_PEER_TRIES;
 	/*
 	 * BPF_NOEXIST: never replace another socket's entry.  Replacing (or
 	 * deleting) an entry frees the unread data queued on that socket.
@@ -200,7 +223,7 @@ static __always_inline void sockops_insert(struct bpf_sock_ops *skops, __u32 op)
 		 * it goes; it just never redirects.
 		 */
 		if (peer->in_map)
-			peer->use_tcp = LATCH_NO_PEER;
+			peer->flags = PEER_FOR_GOOD;
 		else
 			bpf_sk_storage_delete(&peer_keys, sk);
 		return;
@@ -237,8 +260,9 @@ static __always_inline int sock_has_file(struct bpf_sock *sk)
 /*
  * A socket of ours changed state.  When it closes, take its share of the
  * host's backlog back: what it had queued on its peer is freed with the
- * peer, or read.  And if no close() will take it out of the sockhash (it
- * has no file), count it out now: see the top of this file.
+ * peer, or read; if its sends went by TCP, it leaves the connections on
+ * TCP now.  And if no close() will take it out of the sockhash (it has no
+ * file), count it out now: see the top of this file.
  */
 static __always_inline void sockops_state(struct bpf_sock_ops *skops)
 {
@@ -252,6 +276,7 @@ static __always_inline void sockops_state(struct bpf_sock_ops *skops)
 	if (!peer)
 		return;
 	backlog_release(peer);
+	count_closed_on_tcp(peer);
 	if (peer->in_map && !sock_has_file(sk))
 		count_removed(peer);
 }
@@ -433,7 +458,10 @@ int bpf_release(struct bpf_sock *sk)
 	struct peer_info *peer;
 
 	peer = bpf_sk_storage_get(&peer_keys, sk, 0, 0);
-	if (peer && peer->in_map)
+	if (!peer)
+		return 1;
+	count_closed_on_tcp(peer);
+	if (peer->in_map)
 		count_removed(peer);
 	return 1;
 }

@@ -62,14 +62,19 @@ struct sock_key {
 /*
  * What each socket in the sockhash keeps in its local storage.
  *
- * use_tcp latches a connection onto TCP for good: once it is set, every
- * later send of this socket goes by TCP.  It is set for one of the reasons
- * below, each counted in struct bypass_stats.  The latch only goes one way.
- * Going from redirect to TCP never reorders bytes: tcp_bpf_recvmsg() drains
- * the psock queue, where redirected bytes wait, before it reads the TCP
- * bytes in sk_receive_queue.  Going back would: new redirected bytes would
- * overtake TCP bytes still in sk_receive_queue, and a reader already asleep
- * in tcp_recvmsg() (MSG_WAITALL) would never see them.
+ * A connection's sends take one of two paths: the bypass (redirected into
+ * the peer's psock queue) or TCP.  fallback says which: FALLBACK_NONE for
+ * the bypass, else the reason its sends go by TCP now, each counted in
+ * struct bypass_stats when it happens (fallback_<reason>) and when the
+ * connection comes back (return_<reason>).  Each direction of a connection
+ * has its own path: it is the sender's storage that holds it.
+ *
+ * Going from the bypass to TCP never reorders bytes: tcp_bpf_recvmsg()
+ * reads the psock queue, where redirected bytes wait, before it reads the
+ * TCP bytes in sk_receive_queue.  Coming back is safe only once the reader
+ * has read every byte sent by TCP, and no reader is asleep inside
+ * tcp_recvmsg() (which waits for sk_receive_queue only): bpf_redir.c
+ * checks both, and what else must hold, before it comes back.
  *
  * in_map is the number of entries the socket has in the sockhash: 1 once it
  * is inserted, 0 once it is counted out (sockets_removed).  More than 1 only
@@ -77,26 +82,51 @@ struct sock_key {
  * again: it stays in the map under its first key until it is closed, and is
  * inserted under the new one too.
  */
-enum latch_reason {
-	LATCH_NONE = 0,
+enum fallback {
+	FALLBACK_NONE = 0,
 	/*
 	 * The peer was not in the map.  On loopback the server is normally
 	 * inserted before the client's connect() returns, but if the
 	 * listener's lock is held when the final ACK arrives, the server
 	 * side is established later, after the client's first bytes already
-	 * went by TCP.  The peer may also be outside the cgroup or the host.
+	 * went by TCP.  The peer may also be outside the cgroup or the host:
+	 * then it is looked for NO_PEER_TRIES times, and no more.
 	 */
-	LATCH_NO_PEER,
-	LATCH_QUEUE,		/* the peer had max_queue unread */
-	LATCH_TCP_MEM,		/* all TCP sockets held max_tcp_mem */
-	LATCH_BACKLOG,		/* the host's backlog reached max_tcp_mem */
+	FALLBACK_NO_PEER,
+	FALLBACK_QUEUE,		/* the peer had max_queue unread */
+	FALLBACK_TCP_MEM,	/* all TCP sockets held max_tcp_mem */
+	FALLBACK_BACKLOG,	/* the host's backlog reached max_tcp_mem */
 };
+
+/* How many sends of a connection whose peer was not in the map look again. */
+#define NO_PEER_TRIES	16
+
+/* peer_info.flags */
+#define PEER_FOR_GOOD	(1 << 0)	/* on TCP until it closes: see bpf_redir.c */
+#define PEER_EGRESS	(1 << 1)	/* a message re-aimed at our egress: egress_end */
+#define PEER_READERS	(1 << 2)	/* the peer has two readers at once: see bpf_redir.c */
+
+/*
+ * Redirected messages that found the peer's queue empty, after which the
+ * peer's readers are looked at: the first READER_LOOKS, then one in 64.
+ */
+#define READER_LOOKS	8
 
 struct peer_info {
 	struct sock_key key;	/* the peer's key: ours, mirrored */
-	__u32 use_tcp;		/* enum latch_reason; LATCH_NONE: redirect */
+	/*
+	 * The peer's struct sock, as an address, once a message was aimed at
+	 * it: bpf_redir reads the peer's state through it before deciding to
+	 * come back (bpf_redir.c).  0 until then.
+	 */
+	__u64 peer_sk;
+	__u32 fallback;		/* enum fallback; FALLBACK_NONE: the bypass */
+	__u32 flags;		/* PEER_* */
 	__u32 charged;		/* our share of the host backlog, see below */
 	__u32 in_map;		/* entries this socket has in the sockhash */
+	__u32 tries;		/* FALLBACK_NO_PEER: looks for the peer left */
+	__u32 egress_end;	/* PEER_EGRESS: our write_seq once it is pushed */
+	__u32 idle;		/* messages that found the peer's queue empty */
 	__u32 pad;		/* no hole at the end */
 };
 
@@ -108,15 +138,17 @@ struct peer_info {
  * together pin far more than TCP may.  Each sender adds its connection's
  * estimate when it changes, in units of BACKLOG_UNIT bytes (a connection
  * with less queued adds nothing, so request/response traffic never touches
- * the shared counter), and takes it back when it closes or finds its peer
- * gone.
+ * the shared counter), and takes it back when it comes back to the bypass
+ * after a fallback (its reader has then read everything), when it closes,
+ * or when it finds its peer gone.
  *
- * A connection latched to TCP keeps its share until it closes: nothing runs
- * when its peer reads, so we cannot see the queue shrink, and a share given
- * back at the latch would let many latched connections pin max_queue each,
- * unseen.  So while its sender is open, the sum can run high, never low:
- * at worst, new sends latch to TCP early.  A sender that closes before its
- * peer has read gives its share back early (docs/how-it-works.md, "Memory").
+ * A connection on TCP keeps its share until it comes back or closes:
+ * nothing runs when its peer reads, so we cannot see the queue shrink, and
+ * a share given back at the fallback would let many connections on TCP pin
+ * max_queue each, unseen.  So while its sender is open, the sum can run
+ * high, never low: at worst, new sends go by TCP early.  A sender that
+ * closes before its peer has read gives its share back early
+ * (docs/how-it-works.md, "Memory").
  */
 #define BACKLOG_SHIFT	16
 #define BACKLOG_UNIT	(1 << BACKLOG_SHIFT)
@@ -146,14 +178,25 @@ struct bypass_stats {
 	__u64 sockets_skipped;	/* left on TCP on purpose (SO_RCVLOWAT set) */
 	__u64 msgs_redirected;	/* sendmsg calls redirected to a peer socket */
 	__u64 bytes_redirected;	/* bytes in those messages */
-	__u64 msgs_passed;	/* sent by plain TCP: no peer, or latched */
+	__u64 msgs_passed;	/* sent by plain TCP: no peer, or fallen back */
 	__u64 bytes_passed;	/* bytes in those messages */
-	__u64 fallback_no_peer;	/* connections latched to TCP, by reason */
+	__u64 fallback_no_peer;	/* connections that went to TCP, by reason */
 	__u64 fallback_queue;
 	__u64 fallback_tcp_mem;
 	__u64 fallback_backlog;
 	__u64 sockets_skipped_port;	/* left on TCP: a port in skip_ports */
 	__u64 sockets_skipped_cgroup;	/* left on TCP: its cgroup in skip_cgroups */
+	__u64 return_no_peer;	/* connections back on the bypass, by reason */
+	__u64 return_queue;
+	__u64 return_tcp_mem;
+	__u64 return_backlog;
+	/*
+	 * Sockets that closed while their sends went by TCP.  The sum of the
+	 * fallbacks, less the returns and these, is the number of connection
+	 * directions on TCP now (status.sh's on_tcp).  Added atomically, as
+	 * the two socket counts above: a lost increment would stay in it.
+	 */
+	__u64 closed_on_tcp;
 };
 
 /*
@@ -207,22 +250,49 @@ struct bypass_stats {
 /* Ancestors looked at above a socket's own cgroup; deeper ones are not. */
 #define MAX_CGROUP_DEPTH	16
 
+/*
+ * The functions a blocking socket wait sleeps in, in the order of
+ * bypass_config.waits: a reader inside tcp_recvmsg() (or splice()), a
+ * reader inside tcp_bpf_recvmsg() (its wait, or tcp_bpf_recvmsg() itself
+ * where the compiler inlined the wait), and a writer waiting for memory.
+ * load.sh looks them up by these names.
+ */
+enum wait_func {
+	WAIT_TCP_RECV,		/* sk_wait_data */
+	WAIT_BPF_RECV,		/* tcp_msg_wait_data */
+	WAIT_BPF_RECVMSG,	/* tcp_bpf_recvmsg */
+	WAIT_SEND,		/* sk_stream_wait_memory */
+	WAIT_FUNCS,
+};
+
 /* Config, set by load.sh through the pinned "config" array. */
 struct bypass_config {
 	__u32 trace;		/* 1: bpf_printk one line per established socket */
 	__u32 page_shift;	/* log2 of the page size, for tcp_mem's pages */
 	/*
-	 * Per connection: latch to TCP once the peer would hold more than
-	 * this many bytes unread, counting MSG_OVERHEAD per queued message.
-	 * 0: no bound.
+	 * Per connection: go by TCP once the peer would hold more than this
+	 * many bytes unread, counting MSG_OVERHEAD per queued message, and
+	 * come back once it has read everything.  0: no bound.
 	 */
 	__u64 max_queue;
 	/*
-	 * Per host, in bytes: latch to TCP once TCP's memory (shared by every
+	 * Per host, in bytes: go by TCP once TCP's memory (shared by every
 	 * TCP socket, tcp_mem) or the host's backlog reaches this, or while
-	 * TCP is under memory pressure.  0: no guard.
+	 * TCP is under memory pressure; come back once both are under three
+	 * quarters of it.  0: no guard.
 	 */
 	__u64 max_tcp_mem;
+	/*
+	 * Where in the kernel a task waiting on a socket sleeps, for the way
+	 * back from TCP (bpf_redir.c, reader_sleeps()): the address of
+	 * woken_wake_function, the wake function of every blocking socket
+	 * wait, and the text of the functions that wait with it, [start,
+	 * end), from /proc/kallsyms (load.sh).  0 where unknown.
+	 */
+	__u64 woken_wake;
+	struct text_range {
+		__u64 start, end;
+	} waits[WAIT_FUNCS];
 };
 
 #endif /* __BPF_SOCKOPS_H */

@@ -247,18 +247,43 @@ done
 [[ $(stat -f -c %T "$top") == bpf_fs ]] ||
 	die "pin directory $pin is not on a bpffs (bpffs is mounted on $bpffs)"
 
+# The kernel functions of struct bypass_config's woken_wake and waits[], in
+# that order (enum wait_func in bpf_sockops.h).
+readonly WAIT_SYMS="woken_wake_function sk_wait_data tcp_msg_wait_data tcp_bpf_recvmsg sk_stream_wait_memory"
+
+# kernel_texts NAME...: "START END" of each kernel function NAME, a line
+# each, in hex: its address in /proc/kallsyms and the next address there.
+# "0 0" for a name that is not there: inlined, or kallsyms hidden.
+kernel_texts() {
+	sort /proc/kallsyms 2>/dev/null | awk -v names="$*" '
+		BEGIN { n = split(names, want, " "); for (i = 1; i <= n; i++) idx[want[i]] = i }
+		NF > 3 { next }		# a module symbol: "[module]"
+		prev != "" && $1 != start[prev] { end[prev] = $1; prev = "" }
+		($3 in idx) && !($3 in start) && $1 !~ /^0+$/ { start[$3] = $1; prev = $3 }
+		END {
+			for (i = 1; i <= n; i++)
+				print (want[i] in end ? start[want[i]] " " end[want[i]] : "0 0")
+		}'
+}
+
 # write_config: struct bypass_config (bpf_sockops.h), field by field in host
 # byte order: __u32 trace, __u32 page_shift, __u64 max_queue, __u64
-# max_tcp_mem.
+# max_tcp_mem, __u64 woken_wake, and WAIT_FUNCS __u64 pairs, waits[].
 write_config() {
-	local shift=0
+	local shift=0 start end texts=()
 
 	while (((1 << shift) < PAGE_SIZE)); do
 		((shift++))
 	done
+	while read -r start end; do
+		texts+=("$start" "$end")
+	done < <(kernel_texts $WAIT_SYMS)
+	# woken_wake_function: its address alone.
+	texts=("${texts[0]}" "${texts[@]:2}")
 	bpftool map update pinned "$pin/$PIN_CONFIG" key $(u32_bytes 0) \
 		value hex $(uint_bytes 4 "$trace") $(uint_bytes 4 "$shift") \
-		$(uint_bytes 8 "$max_queue") $(uint_bytes 8 "$max_tcp_mem")
+		$(uint_bytes 8 "$max_queue") $(uint_bytes 8 "$max_tcp_mem") \
+		$(for start in "${texts[@]}"; do uint_bytes 8 $((16#$start)); done)
 }
 
 # settings: the memory bounds in force, in words.

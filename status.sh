@@ -81,6 +81,11 @@ exec jq -r --arg format "$format" --argjson warn_fill "$WARN_FILL" \
 			{loaded: false, pin_dir}
 		else
 			(.counters.sockets_inserted - (.counters.sockets_removed // 0)) as $n |
+			# Connection directions on TCP now: every fallback, less
+			# the returns and those that closed on TCP (struct
+			# bypass_stats).
+			(.counters | [to_entries[] | select(.key | startswith("fallback_")) | .value] | add // 0) as $fell |
+			(.counters | [to_entries[] | select(.key | startswith("return_")) | .value] | add // 0) as $back |
 			{
 				loaded: (.cgroups | length > 0),
 				pin_dir,
@@ -97,6 +102,7 @@ exec jq -r --arg format "$format" --argjson warn_fill "$WARN_FILL" \
 				tcp_mem_now: (.tcp_mem_pages * .page_size),
 				tcp_pressure: (if .tcp_pressure < 0 then null else .tcp_pressure == 1 end),
 				backlog_now: ((.backlog.units // 0) * 65536),
+				on_tcp: ([$fell - $back - (.counters.closed_on_tcp // 0), 0] | max),
 				skip_ports: (.skip_ports | sort_by(.key) | map({port: .key, sockets})),
 				skip_cgroups: (.skip_cgroup_paths as $p | .skip_cgroups | sort_by(.key) |
 					map({id: .key, path: $p[.key | tostring], sockets})),
@@ -136,6 +142,7 @@ exec jq -r --arg format "$format" --argjson warn_fill "$WARN_FILL" \
 			"           \(.map.insert_map_full) inserts failed because it was full",
 			"trace:     \(if .trace then "on (trace_bpf_output.sh)" else "off (--quiet)" end)",
 			"queue:     \(if (.config.max_queue // 0) > 0 then "\(.config.max_queue | size) per connection (--max-queue)" else "no bound (--max-queue 0)" end)\(if .config.queue_bound_works then "" else "; this kernel may not count redirected bytes: see load.sh" end)",
+			"on TCP:    \(.on_tcp) connection direction\(if .on_tcp == 1 then "" else "s" end) now (fell back \([.counters | to_entries[] | select(.key | startswith("fallback_")) | .value] | add // 0) times, came back \([.counters | to_entries[] | select(.key | startswith("return_")) | .value] | add // 0))",
 			"host:      \(if (.config.max_tcp_mem // 0) > 0 then "\(.config.max_tcp_mem | size) of TCP memory (--max-tcp-mem)" else "no guard (--max-tcp-mem 0)" end); now TCP holds \(.tcp_mem_now | size)\(if .tcp_pressure then " (under memory pressure: connections go by TCP)" else "" end), the bypass queues \(.backlog_now | size)",
 			if (.skip_ports | length) + (.skip_cgroups | length) == 0 then
 				"skip:      none"
@@ -152,9 +159,10 @@ exec jq -r --arg format "$format" --argjson warn_fill "$WARN_FILL" \
 			(.warnings[] | "warning:   \(.)")
 		end;
 
-	# Prometheus text format: gauges for the map, one counter
-	# sockops_<field>_total per field of struct bypass_stats, except the
-	# fallback_<reason> fields, which make one counter with a reason label.
+	# Prometheus text format: gauges for the map and the connections on
+	# TCP now, one counter sockops_<field>_total per field of struct
+	# bypass_stats, except the fallback_<reason> and return_<reason>
+	# fields, which make one counter each with a reason label.
 	def prom:
 		def esc: gsub("\\\\"; "\\\\") | gsub("\n"; "\\n") | gsub("\""; "\\\"");
 		def help: {
@@ -166,7 +174,8 @@ exec jq -r --arg format "$format" --argjson warn_fill "$WARN_FILL" \
 			msgs_redirected: "sendmsg() calls redirected to the peer socket.",
 			bytes_redirected: "Bytes of sendmsg() calls redirected to the peer socket.",
 			msgs_passed: "sendmsg() calls of sockets in the sockhash sent by TCP.",
-			bytes_passed: "Bytes of sendmsg() calls of sockets in the sockhash sent by TCP."
+			bytes_passed: "Bytes of sendmsg() calls of sockets in the sockhash sent by TCP.",
+			closed_on_tcp: "Sockets that closed while their sends went by TCP."
 		};
 		def metric($name; $type; $help; $samples):
 			"# HELP sockops_\($name) \($help)",
@@ -182,15 +191,24 @@ exec jq -r --arg format "$format" --argjson warn_fill "$WARN_FILL" \
 			metric("map_sockets"; "gauge";
 			       "Sockets in the sockhash now, two per bypassed connection.";
 			       [{l: $l, v: .map.sockets}]),
-			(.counters | to_entries[] | select(.key | startswith("fallback_") | not) |
+			metric("on_tcp"; "gauge";
+			       "Connection directions whose sends go by TCP now: fell back, not back yet.";
+			       [{l: $l, v: .on_tcp}]),
+			(.counters | to_entries[] |
+				select(.key | (startswith("fallback_") or startswith("return_")) | not) |
 				metric("\(.key)_total"; "counter";
 				       help[.key] // "Counter \(.key) of struct bypass_stats, summed over CPUs.";
 				       [{l: $l, v: .value}])),
 			(.counters | to_entries | map(select(.key | startswith("fallback_"))) |
 				select(length > 0) |
 				metric("fallbacks_total"; "counter";
-				       "Connections latched onto TCP, by reason (struct bypass_stats fallback_<reason>).";
-				       map({l: "\($l),reason=\"\(.key | ltrimstr("fallback_") | esc)\"", v: .value})))
+				       "Connection directions that fell back to TCP, by reason (struct bypass_stats fallback_<reason>).";
+				       map({l: "\($l),reason=\"\(.key | ltrimstr("fallback_") | esc)\"", v: .value}))),
+			(.counters | to_entries | map(select(.key | startswith("return_"))) |
+				select(length > 0) |
+				metric("returns_total"; "counter";
+				       "Connection directions that came back to the bypass after a fallback, by the fallback'"'"'s reason (struct bypass_stats return_<reason>).";
+				       map({l: "\($l),reason=\"\(.key | ltrimstr("return_") | esc)\"", v: .value})))
 		end;
 
 	status |

@@ -129,7 +129,8 @@ echo "   counters (status.sh):"
 status=$("$TOP_DIR/status.sh" --pin-dir "$PIN" --json)
 redirected=$(jq .counters.bytes_redirected <<<"$status")
 passed=$(jq .counters.bytes_passed <<<"$status")
-latched=$(jq '.counters | .fallback_queue + .fallback_tcp_mem + .fallback_backlog' <<<"$status")
+fell=$(jq '.counters | .fallback_queue + .fallback_tcp_mem + .fallback_backlog' <<<"$status")
+back=$(jq '.counters | .return_queue + .return_tcp_mem + .return_backlog' <<<"$status")
 echo
 echo "== Result"
 printf '   %-26s %16s %16s\n' "" "plain TCP" "bypass"
@@ -141,11 +142,13 @@ printf '   %-26s %16s %16s\n' "bytes sent by TCP" "all" "$passed"
 printf '   %-26s %16s %16s\n' "packets on lo" "$(packets plain)" "$(packets bypass)"
 printf '   %-26s %16s %16s\n' "  of them carrying data" "$(data_packets plain)" "$(data_packets bypass)"
 echo "   (bytes redirected include iperf3's control connection)"
-if ((latched)); then
-	echo "   The iperf3 server fell more than the queue bound ($(human_size "$(jq .config.max_queue <<<"$status")")) behind"
-	echo "   its client, so the data connection went on by TCP, whose flow control"
-	echo "   holds a sender back (load.sh --max-queue; docs/how-it-works.md). This"
-	echo "   happens on a busy host; run the demo again when it is idle."
+if ((fell)); then
+	echo "   The iperf3 server fell more than the queue bound ($(human_size "$(jq .config.max_queue <<<"$status")")) behind its"
+	echo "   client $fell time(s), and the data connection went by TCP then, whose flow"
+	echo "   control holds a sender back; it came back to the bypass $back time(s), once"
+	echo "   the server had read everything (docs/how-it-works.md, \"Flow control\")."
+else
+	echo "   The data connection never fell back to TCP: the server kept up."
 fi
 
 echo

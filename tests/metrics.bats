@@ -58,24 +58,30 @@ sample() {
 	(($(sample sockops_bytes_redirected_total) == 5000000 + 24 + 3000000))
 	(($(sample sockops_bytes_passed_total) == 0))
 
+	(($(sample sockops_on_tcp) == 0))
 	# Every counter of struct bypass_stats is there, found by name, with
-	# its HELP and TYPE: fallback_<reason> as one counter with a reason
-	# label, every other field as sockops_<field>_total.
+	# its HELP and TYPE: fallback_<reason> and return_<reason> as one
+	# counter each with a reason label, every other field as
+	# sockops_<field>_total.
 	"$TOP/status.sh" --json >"$TMP/status.json"
 	while read -r key value; do
 		if [[ $key == fallback_* ]]; then
 			(($(sample sockops_fallbacks_total "reason=\"${key#fallback_}\"") == value))
 			grep -qx "# TYPE sockops_fallbacks_total counter" "$TMP/prom"
+		elif [[ $key == return_* ]]; then
+			(($(sample sockops_returns_total "reason=\"${key#return_}\"") == value))
+			grep -qx "# TYPE sockops_returns_total counter" "$TMP/prom"
 		else
 			(($(sample "sockops_${key}_total") == value))
 			grep -qx "# TYPE sockops_${key}_total counter" "$TMP/prom"
 			grep -q "^# HELP sockops_${key}_total ." "$TMP/prom"
 		fi
 	done < <(jq -r '.counters | to_entries[] | "\(.key) \(.value)"' "$TMP/status.json")
-	# Nothing else: the families are the gauges and the counters.
-	(($(grep -c '^# TYPE' "$TMP/prom") == 3 + $(jq '.counters | keys |
-		(map(select(startswith("fallback_") | not)) | length) +
-		(if any(startswith("fallback_")) then 1 else 0 end)' "$TMP/status.json")))
+	# Nothing else: the families are the four gauges and the counters.
+	(($(grep -c '^# TYPE' "$TMP/prom") == 4 + $(jq '.counters | keys |
+		(map(select(startswith("fallback_") or startswith("return_") | not)) | length) +
+		(if any(startswith("fallback_")) then 1 else 0 end) +
+		(if any(startswith("return_")) then 1 else 0 end)' "$TMP/status.json")))
 }
 
 @test "status.sh --prom with nothing loaded: sockops_loaded 0, still valid, exit 1; labels are escaped" {

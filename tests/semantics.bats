@@ -93,9 +93,10 @@ declare -gA PATH_WITH_BYPASS=(
 	[send_after_connect]=none	# no handshake: no path to report
 )
 
-# probes: every probe that "all" runs (the -M probes need the bypass).
+# probes: every probe that "all" runs (the -M probes need the bypass, the
+# fallback_ ones a small --max-queue: each has a test of its own below).
 probes() {
-	"$PROBE" -l | grep -vxE 'delete_queued|late_peer'
+	"$PROBE" -l | grep -vxE 'delete_queued|late_peer|fallback_.*'
 }
 
 # field LINE NAME: the value of NAME=... in a probe's line.
@@ -226,32 +227,85 @@ compare() {
 	done
 }
 
-@test "a connection whose first bytes went by TCP stays on TCP: no reordering when the peer appears later" {
+@test "a connection whose first bytes went by TCP: in order while they are unread, back on the bypass once they are read" {
 	local mode line want
 
 	load_bypass --quiet
 	# The client is in the sockhash, the server is not (SO_RCVLOWAT=2 on
 	# the listener): chunk A goes by TCP and waits unread.  Then the probe
 	# inserts the server, and the client sends chunk B.  B must come
-	# behind A, by TCP: path=tcp, all 2000 bytes counted by TCP_INFO.
-	want='late_peer: queued=1000 inserted=1 order=ok bytes=2000 path=tcp'
+	# behind A, by TCP.  Once both are read and acknowledged, chunk C comes
+	# back to the bypass: path is C's, and TCP_INFO counted none of it.
+	want='late_peer: queued=1000 inserted=1 order=ok bytes=2000 later=1000 data=ok path=bypass'
 	for mode in -4 -6 -m; do
 		line=$(in_cg "$PROBE" "$mode" -p "$PORT" -P -M "$SOCKOPS_PIN_DIR/$PIN_MAP" late_peer)
 		echo "$mode: $line"
 		[[ $line == "$want" ]]
 	done
-	# Per connection: the client inserted, the server skipped, and the
-	# only two sends (the client's A and B, 1000 bytes each) both passed.
+	# Per connection: the client inserted, the server skipped; A and B
+	# (1000 bytes each) passed, C (1000) was redirected.
 	echo "inserted=$(counter sockets_inserted) skipped=$(counter sockets_skipped)" \
-	     "redirected=$(counter msgs_redirected) passed=$(counter msgs_passed)/$(counter bytes_passed)"
+	     "redirected=$(counter msgs_redirected)/$(counter bytes_redirected)" \
+	     "passed=$(counter msgs_passed)/$(counter bytes_passed)" \
+	     "fallback_no_peer=$(counter fallback_no_peer) return_no_peer=$(counter return_no_peer)"
 	(($(counter sockets_inserted) == 3))
 	(($(counter sockets_skipped) == 3))
-	(($(counter msgs_redirected) == 0))
-	(($(counter msgs_passed) == 2 * 3))
-	(($(counter bytes_passed) == 2000 * 3))
-	# Each client was latched once, at A, for the missing peer.
-	(($(counter fallback_no_peer) == 3))
+	(($(counter msgs_passed) == 2 * 3 && $(counter bytes_passed) == 2000 * 3))
+	(($(counter msgs_redirected) == 3 && $(counter bytes_redirected) == 1000 * 3))
+	# Each client fell back once, at A, for the missing peer, and came
+	# back once, at C.
+	(($(counter fallback_no_peer) == 3 && $(counter return_no_peer) == 3))
 	(($(counter fallback_queue) + $(counter fallback_tcp_mem) + $(counter fallback_backlog) == 0))
+}
+
+# The fallback_ probes, and the path each one's last bytes take with the
+# bypass: "mixed" for a transfer that fell back and ended on TCP, "tcp" for
+# bytes that must not come back to the bypass, "bypass" for those that do.
+declare -gA FALLBACK_PATH=(
+	[fallback_shutdown]=mixed
+	[fallback_close]=mixed
+	[fallback_peer_shutdown]=tcp
+	[fallback_oob]=tcp
+	[fallback_waitall]=tcp
+	[fallback_return]=bypass
+)
+
+@test "a connection that falls back to TCP gets TCP's answers: shutdown, close, urgent data, a reader asleep in MSG_WAITALL; and it comes back" {
+	local mode name plain bypass line bad=0 n=${#FALLBACK_PATH[@]}
+
+	# With a 1 MiB bound, each probe's 4 MiB sent while its reader waits
+	# fall back to TCP after the first MiB.
+	for mode in -4 -6 -m; do
+		in_cg "$PROBE" "$mode" -p "$PORT" -P "${!FALLBACK_PATH[@]}" >>"$TMP/plain.txt"
+	done
+	load_bypass --quiet --max-queue 1M
+	for mode in -4 -6 -m; do
+		in_cg "$PROBE" "$mode" -p "$PORT" -P "${!FALLBACK_PATH[@]}" >>"$TMP/bypass.txt"
+	done
+	paste -d '\n' "$TMP/plain.txt" "$TMP/bypass.txt"
+	(($(wc -l <"$TMP/plain.txt") == 3 * n && $(wc -l <"$TMP/bypass.txt") == 3 * n))
+	while read -r line; do
+		name=${line%%:*}
+		[[ $(field "$line" path) == tcp ]] || { echo "plain: $name: not tcp"; bad=1; }
+		[[ $line != *data=BAD* && $line != *stuck* ]] || { echo "plain TCP failed: $line"; bad=1; }
+	done <"$TMP/plain.txt"
+	while read -r line; do
+		name=${line%%:*}
+		if [[ $(field "$line" path) != "${FALLBACK_PATH[$name]}" ]]; then
+			echo "bypass: $name took path $(field "$line" path), not ${FALLBACK_PATH[$name]}"
+			bad=1
+		fi
+	done <"$TMP/bypass.txt"
+	# Every line as TCP's, in each mode.
+	diff <(sed 's/ path=.*//' "$TMP/plain.txt") <(sed 's/ path=.*//' "$TMP/bypass.txt") || bad=1
+	echo "fallback_queue=$(counter fallback_queue) return_queue=$(counter return_queue)" \
+	     "closed_on_tcp=$(counter closed_on_tcp)"
+	# Every probe fell back once; only fallback_return came back.
+	(($(counter fallback_queue) == 3 * n)) || bad=1
+	(($(counter return_queue) == 3)) || bad=1
+	# Every connection has closed: none is on TCP now.
+	(($(counter fallback_queue) - $(counter return_queue) == $(counter closed_on_tcp))) || bad=1
+	return $bad
 }
 
 @test "checksummed transfers across half-close and close: 600 connections, both ways, nothing lost" {

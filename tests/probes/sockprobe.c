@@ -49,8 +49,11 @@
  *   sockprobe_close.c  closing: resets, SO_LINGER, EPIPE, SHUT_RD, a peer
  *                      process that exits, sends right after connect()
  *   sockprobe_map.c    the sockhash itself (-M): delete_queued, late_peer
+ *   sockprobe_flow.c   a reader that falls behind: fallback to TCP, the way
+ *                      back, and what TCP answers meanwhile
  */
 #include <fcntl.h>
+#include <linux/sockios.h>
 #include <linux/tcp.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -420,6 +423,18 @@ void wait_inq(int fd, int n)
 		usleep(1000);
 }
 
+/* Wait until every byte fd sent is acknowledged (SIOCOUTQ: unsent + unacked). */
+void wait_acked(int fd)
+{
+	int n = -1;
+
+	for (int i = 0; i < WAIT_MS; i++) {
+		if (!ioctl(fd, SIOCOUTQ, &n) && n == 0)
+			return;
+		usleep(1000);
+	}
+}
+
 /* Wait up to ms until poll() reports any of events; returns what it did. */
 short wait_events_ms(int fd, short events, int ms)
 {
@@ -504,6 +519,7 @@ static void *sender_main(void *arg)
 {
 	struct sender *s = arg;
 
+	__atomic_store_n(&s->tid, gettid(), __ATOMIC_RELEASE);
 	if (s->kind == SEND_SENDFILE) {
 		send_file(s);
 	} else if (s->kind == SEND_SPLICE) {
@@ -522,6 +538,9 @@ static void *sender_main(void *arg)
 		shutdown(s->fd, SHUT_WR);
 	else if (s->after == AFTER_CLOSE)
 		close(s->fd);
+	else if (s->after == AFTER_OOB && send(s->fd, "X", 1, MSG_OOB | MSG_NOSIGNAL) != 1)
+		die("%s: send MSG_OOB", probe_name);
+	__atomic_store_n(&s->done, true, __ATOMIC_RELEASE);
 	return NULL;
 }
 
@@ -531,6 +550,19 @@ void sender_start(struct sender *s)
 		s->chunk = BUF_SIZE;
 	if (pthread_create(&s->th, NULL, sender_main, s))
 		die("pthread_create");
+}
+
+/* Wait until the sender is held back (asleep in send()) or has finished. */
+void sender_wait(struct sender *s)
+{
+	for (int i = 0; i < WAIT_MS; i++) {
+		int tid = __atomic_load_n(&s->tid, __ATOMIC_ACQUIRE);
+
+		if (__atomic_load_n(&s->done, __ATOMIC_ACQUIRE) ||
+		    (tid && thread_state(tid) == 'S'))
+			return;
+		usleep(1000);
+	}
 }
 
 void sender_join(struct sender *s)
@@ -566,7 +598,7 @@ void reader_start(struct reader *rd)
 }
 
 /* The state letter of a thread of ours, from /proc: 'S' is asleep. */
-static char thread_state(int tid)
+char thread_state(int tid)
 {
 	char path[64], buf[256], *p;
 	FILE *f;
@@ -630,6 +662,7 @@ static const struct probe *const families[] = {
 	send_probes,
 	close_probes,
 	map_probes,
+	flow_probes,
 };
 #define N_FAMILIES (sizeof(families) / sizeof(families[0]))
 

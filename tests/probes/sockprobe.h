@@ -59,6 +59,7 @@ extern const struct probe poll_probes[];
 extern const struct probe send_probes[];
 extern const struct probe close_probes[];
 extern const struct probe map_probes[];
+extern const struct probe flow_probes[];
 
 /* --- output ------------------------------------------------------------- */
 
@@ -106,6 +107,7 @@ void pair_close(struct pair *p);
 bool wait_state(int fd, int state);
 int inq(int fd);
 void wait_inq(int fd, int n);
+void wait_acked(int fd);
 short wait_events_ms(int fd, short events, int ms);
 short wait_events(int fd, short events);
 short poll_now(int fd);
@@ -118,7 +120,7 @@ static inline void msleep(int ms)
 /* --- a sender thread, for payloads larger than the socket buffers --------- */
 
 enum sender_kind { SEND_PLAIN, SEND_SENDFILE, SEND_SPLICE };
-enum after { AFTER_NONE, AFTER_SHUT, AFTER_CLOSE };
+enum after { AFTER_NONE, AFTER_SHUT, AFTER_CLOSE, AFTER_OOB };
 
 struct sender {
 	pthread_t th;
@@ -128,9 +130,12 @@ struct sender {
 	int gap_ms;		/* pause between chunks */
 	enum sender_kind kind;
 	enum after after;
+	int tid;		/* its thread id, once running */
+	bool done;
 };
 
 void sender_start(struct sender *s);
+void sender_wait(struct sender *s);
 void sender_join(struct sender *s);
 
 /* --- a reader thread that is already blocked in recv() ------------------- */
@@ -148,6 +153,7 @@ struct reader {
 };
 
 void reader_start(struct reader *rd);
+char thread_state(int tid);
 void wait_blocked(struct reader *rd);
 void wait_results(struct reader *rd, int n, int ms);
 void reader_join(struct reader *rd, const char *name);

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * sockprobe_close.c - closing: close() with unread data, SO_LINGER {1, 0},
- * writing to a closed peer, close() with data in flight, shutdown(SHUT_RD),
+ * writing to a closed peer or after our own shutdown(SHUT_WR), close()
+ * with data in flight, shutdown(SHUT_RD),
  * a peer process that exits, and sends the moment connect() returns.
  */
 #include <poll.h>
@@ -66,6 +67,24 @@ static void probe_write_after_close(void)
 	add("poll=%s", events_fmt(wait_events(p.cli, POLLERR | POLLHUP)));
 	add("send2=%s", R(send(p.cli, "0123456789", 10, MSG_NOSIGNAL)));
 	add("recv2=%s", R(recv(p.cli, &(char){ 0 }, 1, 0)));
+	pair_close(&p);
+}
+
+/*
+ * Writing after our own shutdown(SHUT_WR): EPIPE, and the peer reads EOF
+ * and nothing after it.  (tcp_bpf_sendmsg() does not look at the shutdown
+ * before it runs the sk_msg program: bpf_redir must.)
+ */
+static void probe_send_after_shutdown(void)
+{
+	struct pair p;
+	char buf[16];
+
+	pair_open(&p);
+	shutdown(p.cli, SHUT_WR);
+	add("send=%s", R(send(p.cli, "late", 4, MSG_NOSIGNAL)));
+	add("recv=%s", R(recv(p.srv, buf, sizeof(buf), 0)));
+	add("again=%s", R(send(p.cli, "late", 4, MSG_NOSIGNAL)));
 	pair_close(&p);
 }
 
@@ -205,6 +224,7 @@ const struct probe close_probes[] = {
 	PROBE(rst_unread),
 	PROBE(linger0),
 	PROBE(write_after_close),
+	PROBE(send_after_shutdown),
 	PROBE(close_inflight),
 	PROBE(shutdown_rd),
 	PROBE(peer_exit),

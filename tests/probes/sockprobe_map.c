@@ -205,18 +205,21 @@ static const char *late_order(const unsigned char *got, size_t n, uint32_t seed)
  * sk_receive_queue.  Then the server is put in the sockhash (-M, from here)
  * and the client sends chunk B.  Were B redirected, it would wait in the
  * server's psock queue, which tcp_bpf_recvmsg() reads first: B before A.
- * bpf_redir's use_tcp latch sends B by TCP too, behind A.
+ * bpf_redir finds the peer but sees A unread, and sends B by TCP too, behind
+ * A.  Once the server has read both and they are acknowledged, chunk C
+ * comes back to the bypass: path is C's.
  *
  * The listener's SO_RCVLOWAT of 2, inherited by the accepted socket, makes
  * bpf_sockops leave the server out of the sockhash (sockets_skipped); the
- * mark is back to 1 before any byte is read.  The counters see exactly two
- * client sends, A and B, and no server send.
+ * mark is back to 1 before any byte is read.  The counters see exactly
+ * three client sends, A and B by TCP, C by the bypass, and no server send.
  */
 static void probe_late_peer(void)
 {
 	static unsigned char got[2 * LATE_CHUNK];
-	struct stream tx = { .seed = 35 };
+	struct stream tx = { .seed = 35 }, rx;
 	int lfd, cli, srv, ret;
+	uint64_t before;
 	size_t n = 0;
 
 	listen_lowat = 2;
@@ -245,7 +248,13 @@ static void probe_late_peer(void)
 	}
 	add("order=%s", late_order(got, n, tx.seed));
 	add("bytes=%zu", n);
-	probe_path = path_of(bytes_received(srv), n);
+	wait_acked(cli);
+	before = bytes_received(srv);
+	rx = tx;
+	send_pat(cli, &tx, LATE_CHUNK, 0);
+	add("later=%zd", recv_pat(srv, &rx, LATE_CHUNK, MSG_WAITALL));
+	add_data();
+	probe_path = path_of(bytes_received(srv) - before, LATE_CHUNK);
 	close(cli);
 	close(srv);
 }
