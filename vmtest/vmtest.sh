@@ -174,6 +174,8 @@ run_kernel() {
 		accel=(-accel tcg,thread=multi -cpu max)
 	fi
 	info "$1: booting $kver (${accel[1]}, $MEM MiB, $CPUS CPUs)"
+	# In the background, so that a signal to this script reaches the
+	# guest: timeout runs qemu in a process group of its own.
 	timeout -k 10 "$TIMEOUT" qemu-system-x86_64 "${accel[@]}" \
 		-m "$MEM" -smp "$CPUS" -nodefaults -no-reboot -nic none \
 		-display none -monitor none -serial stdio \
@@ -183,7 +185,10 @@ run_kernel() {
 		-device virtio-9p-pci,fsdev=root,mount_tag=root \
 		-fsdev local,id=share,path="$share",security_model=none,multidevs=remap \
 		-device virtio-9p-pci,fsdev=share,mount_tag=share \
-		</dev/null 2>&1 | sed -u "s/\r$//; s/^/[$kver] /" || true
+		</dev/null > >(sed -u "s/\r$//; s/^/[$kver] /") 2>&1 &
+	guest=$!
+	wait "$guest" || true
+	guest=
 	echo "$kver $((SECONDS - t0))" >>"$scratch/ran"
 }
 
@@ -276,7 +281,9 @@ main() {
 	done
 
 	scratch=$(mktemp -d "${TMPDIR:-/tmp}/sockops-vmtest.XXXXXX")
-	trap 'rm -rf "$scratch"' EXIT
+	guest=
+	trap '[[ -z $guest ]] || kill "$guest" 2>/dev/null; rm -rf "$scratch"' EXIT
+	trap 'exit 130' INT TERM
 	mkdir -p "$CACHE"
 	exec {use_lock}>"$CACHE/.use.lock"
 
