@@ -376,18 +376,16 @@ static __always_inline __u64 in_text(__u64 word, const struct bypass_config *cfg
  * make a reader look unsafe, the cautious way); a waiter where none is
  * found counts as an unsafe reader.  The task is asleep, so its stack holds
  * still; if it wakes meanwhile the read is only stale, and a probe read
- * never faults.  Without kallsyms (kptr_restrict), every waiter is one.
+ * never faults.
  */
 static __always_inline void sleeper(void *w, const struct bypass_config *cfg,
 				    int *readers, int *unsafe)
 {
-	__u64 stack[STACK_WORDS], hit[WAIT_FUNCS] = {}, waits, tcp, bpf, send;
+	__u64 stack[STACK_WORDS], hit[WAIT_FUNCS] = {}, known, waits, tcp, bpf, send;
 	void *func = 0;
 	int i;
 
 	PEEK(func, (struct wait_queue_entry *)w, func);
-	/* Not a blocking wait, when we know woken_wake_function. */
-	waits = !cfg->woken_wake | !((__u64)func ^ cfg->woken_wake);
 	if (bpf_probe_read_kernel(stack, sizeof(stack), w - sizeof(stack)))
 		__builtin_memset(stack, 0, sizeof(stack));
 	for (i = 0; i < STACK_WORDS; i++) {
@@ -396,11 +394,18 @@ static __always_inline void sleeper(void *w, const struct bypass_config *cfg,
 		hit[WAIT_BPF_RECVMSG] |= in_text(stack[i], cfg, WAIT_BPF_RECVMSG);
 		hit[WAIT_SEND] |= in_text(stack[i], cfg, WAIT_SEND);
 	}
+	/* 0 or 1 each, combined with bit operations only (see below()). */
+	known = below(0, cfg->woken_wake);
+	waits = below((__u64)func ^ cfg->woken_wake, 1);
 	tcp = hit[WAIT_TCP_RECV];
-	bpf = (hit[WAIT_BPF_RECV] | hit[WAIT_BPF_RECVMSG]) & !tcp;
-	send = hit[WAIT_SEND] & !tcp & !bpf;
-	*readers += waits & !send;
-	*unsafe += waits & !send & !bpf;
+	bpf = (hit[WAIT_BPF_RECV] | hit[WAIT_BPF_RECVMSG]) & (tcp ^ 1);
+	send = hit[WAIT_SEND] & (tcp ^ 1) & (bpf ^ 1);
+	*readers += known & waits & (send ^ 1);
+	/*
+	 * Without kallsyms nothing tells a blocking wait from poll()'s: then
+	 * every waiter is unsafe, and none counts as a reader.
+	 */
+	*unsafe += (known ^ 1) | (waits & (send ^ 1) & (bpf ^ 1));
 }
 
 /*
