@@ -30,18 +30,21 @@ readonly PAGE_SIZE=$(getconf PAGESIZE)
 # MiB at 1M entries, 256 MiB at the upper bound here.
 readonly MAX_ENTRIES_MIN=2 MAX_ENTRIES_MAX=16777216
 
-# The per-connection queue bound, when --max-queue is not given: a quarter
-# of TCP's pressure threshold (tcp_mem[1]), but at least 16 MiB and at most
-# 128 MiB.  A bulk transfer's reader that shares its CPUs with a busy host
-# can fall tens of MiB behind the bypass; below the bound it keeps the
-# bypass.  Measured: make demo's iperf3 latched in 3 of 4 runs at 64 MiB,
-# in none of 8 at 128 and 256 MiB (2 CPUs, 6.18).  Past the bound, the host
-# guard still bounds all connections together.
+# The per-connection queue bound, when --max-queue is not given: twice
+# tcp_wmem[2], the most TCP lets a sender queue, so that a reader that never
+# reads holds its sender to at most three times what plain TCP lets it hold
+# (the bound, then TCP's send buffer): 8 MiB with Linux's default of 4 MiB.
+# A quarter of TCP's pressure threshold (tcp_mem[1]) on a host so small that
+# it is less, and never under 1 MiB.  A reader that falls that far behind
+# costs a detour by TCP until it has caught up (docs/how-it-works.md, "Flow
+# control"); bench/results.md has the curve this default comes from.
 default_max_queue() {
-	local q=$(($(tcp_mem 1) * PAGE_SIZE / 4))
+	local wmem q cap=$(($(tcp_mem 1) * PAGE_SIZE / 4))
 
-	((q < 16 << 20)) && q=$((16 << 20))
-	((q > 128 << 20)) && q=$((128 << 20))
+	read -r _ _ wmem </proc/sys/net/ipv4/tcp_wmem
+	q=$((2 * wmem))
+	((q > cap)) && q=$cap
+	((q < 1 << 20)) && q=$((1 << 20))
 	echo $((q >> 20 << 20))
 }
 
