@@ -13,7 +13,7 @@
 # own: "tcp" (nothing attached) and "bypass" (load.sh attaches the bypass
 # there, with its own pin directory).  Each bypass run is checked against the
 # bypass's per-CPU counters: the bytes redirected, plus those passed to TCP
-# once a lagging reader latched the connection, must match the bytes the
+# while a lagging reader had the connection on TCP, must match the bytes the
 # run sent, or the benchmark stops.  The transports take turns within each
 # repetition, so background load hits all of them alike; each figure is the
 # median of the repetitions, with min-max beside it.

@@ -41,7 +41,7 @@ wait_counter() {
 }
 
 # wait_sent MIN: wait up to 10 s until the senders got rid of more than MIN
-# bytes, by the bypass or, after a latch, by TCP.
+# bytes, by the bypass or, after a fallback, by TCP.
 wait_sent() {
 	for _ in $(seq 200); do
 		(($(counter bytes_redirected) + $(counter bytes_passed) > $1)) && return 0

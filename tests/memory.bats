@@ -83,12 +83,12 @@ max_queue() {
 	# byte: unbounded, these writes pinned 1.95 GiB of slab.
 	noread -l 1 -n 2000000
 	[[ $intact == 1 ]]
-	# After the latch, TCP takes them all (6.18 coalesces them in its
+	# After the fallback, TCP takes them all (6.18 coalesces them in its
 	# send queue) or says EAGAIN once its send buffer is full (6.1).
 	[[ $stop == writes || $stop == eagain ]]
 	((slab_kib <= 256 * 1024))
 	(($(counter fallback_queue) == 1))
-	# The bound counts 1 KiB per message: the latch came after at most
+	# The bound counts 1 KiB per message: the fallback came after at most
 	# max_queue / 1025 one-byte messages.
 	(($(counter msgs_redirected) <= $(max_queue) / 1025 + 1))
 	(($(counter msgs_redirected) + $(counter msgs_passed) >= accepted))
@@ -158,7 +158,7 @@ hold_sockets() {
 	return 1
 }
 
-@test "past tcp_mem[1] the kernel refuses redirected bytes with ENOMEM; the default host guard, tcp_mem[0], latches first" {
+@test "past tcp_mem[1] the kernel refuses redirected bytes with ENOMEM; the default host guard, tcp_mem[0], falls back first" {
 	[[ -x $CONNHOLD ]] || skip "bench/connhold is not built; run make"
 	hold_sockets
 	tcp_mem_lower 8 24
@@ -209,7 +209,7 @@ hold_sockets() {
 	[[ $("$TOP/status.sh" --json | jq .tcp_pressure) == true ]]
 	[[ $("$TOP/status.sh") == *"(under memory pressure: connections go by TCP)"* ]]
 
-	# A guard far above what TCP holds: only the pressure can latch.
+	# A guard far above what TCP holds: only the pressure can send it by TCP.
 	load_bypass --max-queue 0 --max-tcp-mem 64G
 	red0=$(counter bytes_redirected)
 	noread -l 65536 -c $((256 * MiB))
@@ -256,10 +256,10 @@ backlog_bytes() {
 		done
 		grep -q filled "$TMP/noread-$i.out" || { cat "$TMP/noread-$i.out"; return 1; }
 	done
-	echo "all full: backlog $(($(backlog_bytes) / MiB)) MiB; latched:" \
+	echo "all full: backlog $(($(backlog_bytes) / MiB)) MiB; fell back:" \
 		"queue=$(counter fallback_queue) backlog=$(counter fallback_backlog)" \
 		"tcp_mem=$(counter fallback_tcp_mem)"
-	# Every connection was latched once: by its own bound, or by the
+	# Every connection fell back once: by its own bound, or by the
 	# host's once the others had filled it; together they hold no more
 	# than the limit (and one connection's bound, the last to charge).
 	(($(counter fallback_queue) + $(counter fallback_backlog) == n))
