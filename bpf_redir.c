@@ -270,6 +270,35 @@ static __always_inline __u64 queue_cost(__u64 unread, __u32 size)
 }
 
 /*
+ * The connection's queue bound, earned by its reader as TCP's receive buffer
+ * is (tcp_rcv_space_adjust() grows it with what the application reads, up
+ * to tcp_rmem[2]): it starts at queue_start and grows to twice what the
+ * peer has read of ours, up to max_queue, and never shrinks.  A reader that
+ * never reads holds its sender to queue_start (then TCP's own buffers); one
+ * that reads fast may fall up to max_queue behind before its sender detours
+ * by TCP.  With --max-queue given, both are that size: a fixed bound, as
+ * SO_RCVBUF fixes TCP's.
+ *
+ * What the peer has read is what we redirected to it less what it holds
+ * unread: while we redirect, everything it holds is ours (it read every TCP
+ * byte before we came back), and sk_rmem_alloc counts payload bytes, as
+ * sent does.  On a kernel that does not count redirected bytes unread reads
+ * 0 and the bound grows as we send; it never triggers there anyway.
+ */
+static __always_inline __u64 queue_bound(const struct bypass_config *cfg,
+					 struct peer_info *peer, __u64 unread)
+{
+	__u64 grown;
+
+	if (peer->bound < cfg->max_queue) {
+		grown = peer->sent > unread ? 2 * (peer->sent - unread) : 0;
+		if (grown > peer->bound)
+			peer->bound = grown < cfg->max_queue ? grown : cfg->max_queue;
+	}
+	return peer->bound > cfg->queue_start ? peer->bound : cfg->queue_start;
+}
+
+/*
  * The verdict, on a message bpf_msg_redirect_hash() has already aimed at the
  * peer: FALLBACK_NONE to let it go, else the reason to go by TCP.  Updates
  * our share of the host's backlog.
@@ -283,7 +312,7 @@ static __always_inline __u32 check_bounds(struct sock *me, __u64 unread,
 	if (cfg->max_tcp_mem && tcp_mem_full(me, cfg->max_tcp_mem, cfg))
 		return FALLBACK_TCP_MEM;
 	cost = queue_cost(unread, size);
-	if (cfg->max_queue && cost > cfg->max_queue)
+	if (cfg->max_queue && cost > queue_bound(cfg, peer, unread))
 		return FALLBACK_QUEUE;
 	units = cost >> BACKLOG_SHIFT;
 	if (units == peer->charged)
@@ -455,7 +484,8 @@ static __always_inline int recv_sleepers(__u64 p, const struct bypass_config *cf
  * follows then corrects (it finds no peer in the map).
  */
 static __always_inline enum ready peer_ready(__u64 p, __u32 write_seq,
-					     const struct bypass_config *cfg)
+					     const struct bypass_config *cfg,
+					     __u64 bound)
 {
 	struct tcp_sock *tp = (struct tcp_sock *)p;
 	struct sock *peer = (struct sock *)p;
@@ -494,7 +524,7 @@ static __always_inline enum ready peer_ready(__u64 p, __u32 write_seq,
 		return NOT_NOW;
 	/* Hysteresis: only well under the bound (drained, it holds none of ours). */
 	PEEK(unread, peer, sk_backlog.rmem_alloc.counter);
-	if (cfg->max_queue && (__u64)(unread > 0 ? unread : 0) >= cfg->max_queue / 4)
+	if (cfg->max_queue && (__u64)(unread > 0 ? unread : 0) >= bound / 4)
 		return NOT_NOW;
 	/*
 	 * No reader inside tcp_recvmsg(): it holds the socket lock while it
@@ -625,7 +655,7 @@ static __always_inline int try_return(struct sk_msg_md *msg, struct bpf_sock *sk
 	struct tcp_sock *tp = our_tcp_sock(sk);
 	__u32 write_seq, snd_una;
 	enum ready ready;
-	__u64 p;
+	__u64 p, bound;
 
 	if (!tp)
 		return 0;
@@ -638,9 +668,10 @@ static __always_inline int try_return(struct sk_msg_md *msg, struct bpf_sock *sk
 	snd_una = tp->snd_una;
 	if (snd_una != write_seq || !host_has_room(me, cfg, peer))
 		return 0;
+	bound = peer->bound > cfg->queue_start ? peer->bound : cfg->queue_start;
 	p = peer->peer_sk;
 	if (p) {
-		ready = peer_ready(p, write_seq, cfg);
+		ready = peer_ready(p, write_seq, cfg, bound);
 		if (ready == NEVER)
 			peer->flags |= PEER_FOR_GOOD;
 		if (ready != READY)
@@ -665,7 +696,7 @@ static __always_inline int try_return(struct sk_msg_md *msg, struct bpf_sock *sk
 		 */
 		p = aimed_peer(msg);
 		peer->peer_sk = p;
-		ready = peer_ready(p, write_seq, cfg);
+		ready = peer_ready(p, write_seq, cfg, bound);
 		if (ready != READY) {
 			if (ready == NEVER)
 				peer->flags |= PEER_FOR_GOOD;
@@ -753,6 +784,7 @@ int bpf_redir(struct sk_msg_md *msg)
 	    recv_sleepers(aimed_peer(msg), cfg, &unsafe) >= 2)
 		peer->flags |= PEER_READERS;
 redirected:
+	peer->sent += size;
 	if (st) {
 		st->msgs_redirected++;
 		st->bytes_redirected += size;

@@ -209,6 +209,9 @@ static __always_inline void sockops_insert(struct bpf_sock_ops *skops, __u32 op)
 	peer->fallback = FALLBACK_NONE;
 	peer->flags = 0;
 	peer->tries = NO_PEER_TRIES;
+	peer->idle = 0;
+	peer->sent = 0;
+	peer->bound = 0;
 	/*
 	 * BPF_NOEXIST: never replace another socket's entry.  Replacing (or
 	 * deleting) an entry frees the unread data queued on that socket.

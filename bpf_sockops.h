@@ -128,6 +128,8 @@ struct peer_info {
 	__u32 egress_end;	/* PEER_EGRESS: our write_seq once it is pushed */
 	__u32 idle;		/* messages that found the peer's queue empty */
 	__u32 pad;		/* no hole at the end */
+	__u64 sent;		/* bytes we redirected to the peer, ever */
+	__u64 bound;		/* the queue bound it has earned: queue_bound() */
 };
 
 /*
@@ -270,9 +272,11 @@ struct bypass_config {
 	__u32 trace;		/* 1: bpf_printk one line per established socket */
 	__u32 page_shift;	/* log2 of the page size, for tcp_mem's pages */
 	/*
-	 * Per connection: go by TCP once the peer would hold more than this
-	 * many bytes unread, counting MSG_OVERHEAD per queued message, and
-	 * come back once it has read everything.  0: no bound.
+	 * Per connection: go by TCP once the peer would hold more than its
+	 * bound unread, counting MSG_OVERHEAD per queued message, and come
+	 * back once it has read everything.  The bound starts at queue_start
+	 * (at the end of this struct) and grows up to this as the peer reads
+	 * (bpf_redir.c, queue_bound()).  0: no bound.
 	 */
 	__u64 max_queue;
 	/*
@@ -293,6 +297,8 @@ struct bypass_config {
 	struct text_range {
 		__u64 start, end;
 	} waits[WAIT_FUNCS];
+	/* Where each connection's queue bound starts; max_queue when fixed. */
+	__u64 queue_start;
 };
 
 #endif /* __BPF_SOCKOPS_H */

@@ -30,19 +30,24 @@ readonly PAGE_SIZE=$(getconf PAGESIZE)
 # MiB at 1M entries, 256 MiB at the upper bound here.
 readonly MAX_ENTRIES_MIN=2 MAX_ENTRIES_MAX=16777216
 
-# The per-connection queue bound, when --max-queue is not given: twice
-# tcp_wmem[2], the most TCP lets a sender queue, so that a reader that never
-# reads holds its sender to at most three times what plain TCP lets it hold
-# (the bound, then TCP's send buffer): 8 MiB with Linux's default of 4 MiB.
-# A quarter of TCP's pressure threshold (tcp_mem[1]) on a host so small that
-# it is less, and never under 1 MiB.  A reader that falls that far behind
-# costs a detour by TCP until it has caught up (docs/how-it-works.md, "Flow
-# control"); bench/results.md has the curve this default comes from.
-default_max_queue() {
-	local wmem q cap=$(($(tcp_mem 1) * PAGE_SIZE / 4))
+# The per-connection queue bound, when --max-queue is not given, grows as
+# TCP's receive buffer does: each connection starts at tcp_wmem[2], the most
+# TCP lets a sender queue, so that a reader that never reads holds its
+# sender to about twice what plain TCP lets it hold (the bound, then TCP's
+# send buffer); as its reader reads, the bound grows to twice what it has
+# read, up to tcp_rmem[2], the most TCP's receive buffer grows to
+# (bpf_redir.c, queue_bound()).  Both are at most a quarter of TCP's
+# pressure threshold (tcp_mem[1]) on a host so small that it is less, and
+# never under 1 MiB.  A reader that falls that far behind costs a detour by
+# TCP until it has caught up (docs/how-it-works.md, "Flow control");
+# bench/results.md has the curve these come from.
+#
+# default_queue wmem|rmem: tcp_wmem[2] (the start) or tcp_rmem[2] (the
+# ceiling), so capped, in whole MiB.
+default_queue() {
+	local q cap=$(($(tcp_mem 1) * PAGE_SIZE / 4))
 
-	read -r _ _ wmem </proc/sys/net/ipv4/tcp_wmem
-	q=$((2 * wmem))
+	read -r _ _ q <"/proc/sys/net/ipv4/tcp_$1"
 	((q > cap)) && q=$cap
 	((q < 1 << 20)) && q=$((1 << 20))
 	echo $((q >> 20 << 20))
@@ -69,7 +74,9 @@ Load the sockops bypass and attach it to a cgroup v2.
                        sockhash keeps its size: unload.sh first
   --max-queue SIZE     per connection: go by TCP once the receiver would hold
                        more than SIZE unread, each message counted with 1 KiB
-                       of overhead (default: $(human_size "$(default_max_queue)") on this host; 0: no bound)
+                       of overhead, until it has read everything (0: no
+                       bound; auto, the default: from $(human_size "$(default_queue wmem)") (tcp_wmem[2]),
+                       growing as the receiver reads to $(human_size "$(default_queue rmem)") (tcp_rmem[2]))
   --max-tcp-mem SIZE   per host: go by TCP once all TCP sockets together hold
                        SIZE of memory, or TCP is under memory pressure
                        (default: tcp_mem's low mark, below which TCP is
@@ -134,7 +141,14 @@ size_opt() {
 	usage
 	exit 2
 }
-max_queue=$(size_opt --max-queue "$max_queue" "$(default_max_queue)")
+if [[ -z $max_queue || $max_queue == auto ]]; then
+	max_queue=$(default_queue rmem)
+	queue_start=$(default_queue wmem)
+	((queue_start > max_queue)) && queue_start=$max_queue
+else
+	max_queue=$(size_opt --max-queue "$max_queue")
+	queue_start=$max_queue
+fi
 # The host guard, when --max-tcp-mem is not given: tcp_mem[0].  Above it a
 # redirected message can be refused with ENOMEM once TCP enters memory
 # pressure, which the redirect itself may cause (bpf_redir.c, tcp_mem_full()).
@@ -277,7 +291,8 @@ kernel_texts() {
 
 # write_config: struct bypass_config (bpf_sockops.h), field by field in host
 # byte order: __u32 trace, __u32 page_shift, __u64 max_queue, __u64
-# max_tcp_mem, __u64 woken_wake, and WAIT_FUNCS __u64 pairs, waits[].
+# max_tcp_mem, __u64 woken_wake, WAIT_FUNCS __u64 pairs, waits[], and __u64
+# queue_start.
 write_config() {
 	local shift=0 start end texts=()
 
@@ -292,7 +307,8 @@ write_config() {
 	bpftool map update pinned "$pin/$PIN_CONFIG" key $(u32_bytes 0) \
 		value hex $(uint_bytes 4 "$trace") $(uint_bytes 4 "$shift") \
 		$(uint_bytes 8 "$max_queue") $(uint_bytes 8 "$max_tcp_mem") \
-		$(for start in "${texts[@]}"; do uint_bytes 8 $((16#$start)); done)
+		$(for start in "${texts[@]}"; do uint_bytes 8 $((16#$start)); done) \
+		$(uint_bytes 8 "$queue_start")
 }
 
 # settings: the memory bounds in force, in words.
@@ -300,6 +316,8 @@ settings() {
 	local q=none h=none
 
 	((max_queue)) && q="$(human_size "$max_queue") per connection"
+	((max_queue && queue_start < max_queue)) &&
+		q="$(human_size "$queue_start") per connection, growing to $(human_size "$max_queue") as its reader reads"
 	((max_tcp_mem)) && h="$(human_size "$max_tcp_mem") of TCP memory"
 	echo "queue bound: $q; host guard: $h"
 }

@@ -141,7 +141,7 @@ exec jq -r --arg format "$format" --argjson warn_fill "$WARN_FILL" \
 				if .map.walked != null then "; \(.map.walked) counted one by one" else "" end,
 			"           \(.map.insert_map_full) inserts failed because it was full",
 			"trace:     \(if .trace then "on (trace_bpf_output.sh)" else "off (--quiet)" end)",
-			"queue:     \(if (.config.max_queue // 0) > 0 then "\(.config.max_queue | size) per connection (--max-queue)" else "no bound (--max-queue 0)" end)\(if .config.queue_bound_works then "" else "; this kernel may not count redirected bytes: see load.sh" end)",
+			"queue:     \(if (.config.max_queue // 0) > 0 then "\(if (.config.queue_start // .config.max_queue) < .config.max_queue then "\(.config.queue_start | size), growing to " else "" end)\(.config.max_queue | size) per connection (--max-queue)" else "no bound (--max-queue 0)" end)\(if .config.queue_bound_works then "" else "; this kernel may not count redirected bytes: see load.sh" end)",
 			"on TCP:    \(.on_tcp) connection direction\(if .on_tcp == 1 then "" else "s" end) now (fell back \([.counters | to_entries[] | select(.key | startswith("fallback_")) | .value] | add // 0) times, came back \([.counters | to_entries[] | select(.key | startswith("return_")) | .value] | add // 0))",
 			"host:      \(if (.config.max_tcp_mem // 0) > 0 then "\(.config.max_tcp_mem | size) of TCP memory (--max-tcp-mem)" else "no guard (--max-tcp-mem 0)" end); now TCP holds \(.tcp_mem_now | size)\(if .tcp_pressure then " (under memory pressure: connections go by TCP)" else "" end), the bypass queues \(.backlog_now | size)",
 			if (.skip_ports | length) + (.skip_cgroups | length) == 0 then

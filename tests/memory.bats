@@ -37,10 +37,16 @@ field() {
 	sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$out"
 }
 
-# max_queue: the bound load.sh chose, in bytes.
+# max_queue, queue_start: the bound load.sh chose, in bytes: where it
+# grows to, and where each connection starts.
 max_queue() {
 	bpftool -j map dump pinned "$SOCKOPS_PIN_DIR/$PIN_CONFIG" |
 		jq '.[0].formatted.value.max_queue'
+}
+
+queue_start() {
+	bpftool -j map dump pinned "$SOCKOPS_PIN_DIR/$PIN_CONFIG" |
+		jq '.[0].formatted.value.queue_start'
 }
 
 @test "64 KiB writes to a reader that never reads: held at the queue bound, then TCP says EAGAIN, within three times what plain TCP takes; every byte arrives" {
@@ -57,24 +63,50 @@ max_queue() {
 	noread -l 65536 -c $((6 * 1024 * MiB))
 	[[ $stop == eagain && $intact == 1 ]]
 	echo "plain TCP took $plain bytes, the bypass $accepted: $((accepted * 100 / plain))%"
-	# The default bound, twice tcp_wmem[2], keeps the whole within three
-	# times what TCP took (the bound, then TCP's own buffers).
+	# The default bound starts at tcp_wmem[2], and a reader that never
+	# reads never makes it grow: the whole stays within three times what
+	# TCP took (the bound, then TCP's own buffers; about twice here).
 	((accepted <= 3 * plain))
 	# Past the bound only what plain TCP holds.
 	((accepted - $(counter bytes_redirected) <= plain + 64 * 1024))
 	# It got past the bound only by TCP: one fallback, for the queue, and
 	# no way back, since the reader never read.
-	((accepted > $(max_queue)))
+	((accepted > $(queue_start)))
 	(($(counter fallback_queue) == 1 && $(counter return_queue) == 0))
 	(($(counter fallback_tcp_mem) + $(counter fallback_backlog) + $(counter fallback_no_peer) == 0))
 	# The connection holds its share of the host's backlog until it
 	# closes (noread has exited): then it is all given back.
 	(($(backlog_bytes) == 0))
-	(($(counter bytes_redirected) <= $(max_queue)))
+	(($(counter bytes_redirected) <= $(queue_start)))
 	# The program sees each write whole; the last one was taken in part
 	# when TCP's buffers filled (EAGAIN).
 	total=$(($(counter bytes_redirected) + $(counter bytes_passed)))
 	((total >= accepted && total < accepted + 65536))
+}
+
+@test "a reader that has read earns a larger bound, as TCP's receive buffer grows, up to tcp_rmem[2]; then it stalls, and every byte arrives" {
+	local start max first plain
+
+	# Plain TCP first, for the record: its receive buffer has grown too.
+	noread -l 65536 -r $((128 * MiB)) -c $((6 * 1024 * MiB))
+	[[ $stop == eagain && $intact == 1 ]]
+	plain=$((accepted - $(field read_first)))
+	load_bypass
+	start=$(queue_start) max=$(max_queue)
+	read -r _ _ rmem </proc/sys/net/ipv4/tcp_rmem
+	echo "bound: from $start to $max (tcp_rmem[2] $rmem)"
+	((start < max))
+	# It reads 4 times the ceiling, then stops reading.
+	noread -l 65536 -r $((4 * max)) -c $((6 * 1024 * MiB))
+	[[ $stop == eagain && $intact == 1 ]]
+	first=$(field read_first)
+	# What it left unread by the bypass: more than it would have been
+	# allowed at the start, at most the ceiling.
+	queued=$(($(counter bytes_redirected) - first))
+	echo "read first $first, then $queued left unread by the bypass," \
+	     "$((accepted - first)) in all; plain TCP: $plain"
+	((queued > start && queued <= max))
+	(($(counter fallback_queue) == 1 && $(counter return_queue) == 0))
 }
 
 @test "2,000,000 one-byte writes to a reader that never reads grow unreclaimable slab by at most 256 MiB" {

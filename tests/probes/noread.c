@@ -4,6 +4,7 @@
  * costs the host.
  *
  *   noread [-a ADDR] -p PORT [-l WRITE_SIZE] [-n WRITES] [-c CAP_BYTES] [-w]
+ *          [-r READ_FIRST]
  *
  * One process connects to a listener of its own on ADDR:PORT (default
  * 127.0.0.1), never reads the accepted socket, and writes WRITE_SIZE bytes
@@ -17,6 +18,10 @@
  *
  *   noread: write=65536 writes=N accepted=BYTES stop=eagain|writes|cap|ENOMEM
  *           slab_kib=+N tcp_mem_kib=+N drained=BYTES intact=1
+ *
+ * With -r, the reader first reads READ_FIRST bytes as they come (checked),
+ * and only then stops reading: a reader that read, then stalled.  The line
+ * then also gives read_first=BYTES.
  *
  * With -w it prints "noread: filled" once it stops writing and waits for EOF
  * on its standard input before it reads back, so that many instances can be
@@ -113,12 +118,12 @@ int main(int argc, char **argv)
 	static unsigned char buf[BUF_SIZE], exp[BUF_SIZE];
 	const char *addr = "127.0.0.1", *stop = "eagain";
 	unsigned long long writes = 0, max_writes = ~0ull, cap = ~0ull;
-	unsigned long long sent = 0, got = 0;
+	unsigned long long sent = 0, got = 0, read_first = 0;
 	long long slab0, tcp0, slab1, tcp1;
 	int c, port = -1, wsize = 65536, tx, rx, err = 0;
 	bool hold = false;
 
-	while ((c = getopt(argc, argv, "a:p:l:n:c:w")) != -1) {
+	while ((c = getopt(argc, argv, "a:p:l:n:c:wr:")) != -1) {
 		switch (c) {
 		case 'a': addr = optarg; break;
 		case 'p': port = atoi(optarg); break;
@@ -126,8 +131,9 @@ int main(int argc, char **argv)
 		case 'n': max_writes = strtoull(optarg, NULL, 0); break;
 		case 'c': cap = strtoull(optarg, NULL, 0); break;
 		case 'w': hold = true; break;
+		case 'r': read_first = strtoull(optarg, NULL, 0); break;
 		default:
-			fprintf(stderr, "usage: noread [-a ADDR] -p PORT [-l WRITE_SIZE] [-n WRITES] [-c CAP_BYTES] [-w]\n");
+			fprintf(stderr, "usage: noread [-a ADDR] -p PORT [-l WRITE_SIZE] [-n WRITES] [-c CAP_BYTES] [-w] [-r READ_FIRST]\n");
 			return 2;
 		}
 	}
@@ -137,6 +143,29 @@ int main(int argc, char **argv)
 	}
 	loopback_pair(addr, port, &tx, &rx);
 	fcntl(tx, F_SETFL, O_NONBLOCK);
+
+	/* -r: write and read in turns until READ_FIRST bytes were read. */
+	while (got < read_first) {
+		ssize_t n;
+
+		pattern(SEED, sent, buf, wsize);
+		n = send(tx, buf, wsize, MSG_NOSIGNAL);
+		if (n > 0) {
+			sent += n;
+			writes++;
+		} else if (n < 0 && errno != EAGAIN) {
+			die("noread: send while reading");
+		}
+		while ((n = recv(rx, buf, sizeof(buf), MSG_DONTWAIT)) > 0) {
+			pattern(SEED, got, exp, n);
+			if (memcmp(buf, exp, n)) {
+				errno = 0;
+				die("noread: wrong data at offset %llu", got);
+			}
+			got += n;
+		}
+	}
+	read_first = got;
 
 	slab0 = meminfo_kib("SUnreclaim");
 	tcp0 = tcp_mem_kib();
@@ -198,8 +227,11 @@ int main(int argc, char **argv)
 		}
 		got += n;
 	}
-	printf("noread: write=%d writes=%llu accepted=%llu stop=%s slab_kib=%+lld tcp_mem_kib=%+lld drained=%llu intact=%d\n",
+	printf("noread: write=%d writes=%llu accepted=%llu stop=%s slab_kib=%+lld tcp_mem_kib=%+lld drained=%llu intact=%d",
 	       wsize, writes, sent, err == ENOMEM ? "ENOMEM" : stop,
 	       slab1 - slab0, tcp1 - tcp0, got, got == sent);
+	if (read_first)
+		printf(" read_first=%llu", read_first);
+	printf("\n");
 	return err || got != sent;
 }
