@@ -35,19 +35,27 @@ readonly MAX_ENTRIES_MIN=2 MAX_ENTRIES_MAX=16777216
 # TCP lets a sender queue, so that a reader that never reads holds its
 # sender to about twice what plain TCP lets it hold (the bound, then TCP's
 # send buffer); as its reader reads, the bound grows to twice what it has
-# read, up to tcp_rmem[2], the most TCP's receive buffer grows to
-# (bpf_redir.c, queue_bound()).  Both are at most a quarter of TCP's
-# pressure threshold (tcp_mem[1]) on a host so small that it is less, and
-# never under 1 MiB.  A reader that falls that far behind costs a detour by
-# TCP until it has caught up (docs/how-it-works.md, "Flow control");
-# bench/results.md has the curve these come from.
-#
-# default_queue wmem|rmem: tcp_wmem[2] (the start) or tcp_rmem[2] (the
-# ceiling), so capped, in whole MiB.
+# read (bpf_redir.c, queue_bound()), up to QUEUE_CEILING or tcp_rmem[2],
+# the most TCP's receive buffer grows to, whichever is more.  The bypass
+# needs more slack than TCP, whose sender waits when the reader lags: ours
+# cannot wait in sk_msg, so a lagging reader costs a detour by TCP, and on
+# a busy host 64 MiB kept 97% of a bulk transfer's bytes on the bypass
+# where 32 MiB kept 81% (bench/results.md, "The queue bound").  Both are at
+# most a quarter of TCP's pressure threshold (tcp_mem[1]) on a host so small
+# that it is less, and never under 1 MiB.
+readonly QUEUE_CEILING=$((64 << 20))
+
+# default_queue start|ceiling: the bound a connection starts at, or the one
+# it may grow to, in whole MiB.
 default_queue() {
 	local q cap=$(($(tcp_mem 1) * PAGE_SIZE / 4))
 
-	read -r _ _ q <"/proc/sys/net/ipv4/tcp_$1"
+	if [[ $1 == start ]]; then
+		read -r _ _ q </proc/sys/net/ipv4/tcp_wmem
+	else
+		read -r _ _ q </proc/sys/net/ipv4/tcp_rmem
+		((q < QUEUE_CEILING)) && q=$QUEUE_CEILING
+	fi
 	((q > cap)) && q=$cap
 	((q < 1 << 20)) && q=$((1 << 20))
 	echo $((q >> 20 << 20))
@@ -75,8 +83,8 @@ Load the sockops bypass and attach it to a cgroup v2.
   --max-queue SIZE     per connection: go by TCP once the receiver would hold
                        more than SIZE unread, each message counted with 1 KiB
                        of overhead, until it has read everything (0: no
-                       bound; auto, the default: from $(human_size "$(default_queue wmem)") (tcp_wmem[2]),
-                       growing as the receiver reads to $(human_size "$(default_queue rmem)") (tcp_rmem[2]))
+                       bound; auto, the default: from $(human_size "$(default_queue start)") (tcp_wmem[2]),
+                       growing as the receiver reads to $(human_size "$(default_queue ceiling)"))
   --max-tcp-mem SIZE   per host: go by TCP once all TCP sockets together hold
                        SIZE of memory, or TCP is under memory pressure
                        (default: tcp_mem's low mark, below which TCP is
@@ -142,8 +150,8 @@ size_opt() {
 	exit 2
 }
 if [[ -z $max_queue || $max_queue == auto ]]; then
-	max_queue=$(default_queue rmem)
-	queue_start=$(default_queue wmem)
+	max_queue=$(default_queue ceiling)
+	queue_start=$(default_queue start)
 	((queue_start > max_queue)) && queue_start=$max_queue
 else
 	max_queue=$(size_opt --max-queue "$max_queue")

@@ -143,7 +143,7 @@ printf '   %-26s %16s %16s\n' "packets on lo" "$(packets plain)" "$(packets bypa
 printf '   %-26s %16s %16s\n' "  of them carrying data" "$(data_packets plain)" "$(data_packets bypass)"
 echo "   (bytes redirected include iperf3's control connection)"
 if ((fell)); then
-	echo "   The iperf3 server fell more than the queue bound ($(human_size "$(jq .config.max_queue <<<"$status")")) behind its"
+	echo "   The iperf3 server fell more than its queue bound (at most $(human_size "$(jq .config.max_queue <<<"$status")")) behind its"
 	echo "   client $fell time(s), and the data connection went by TCP then, whose flow"
 	echo "   control holds a sender back; it came back to the bypass $back time(s), once"
 	echo "   the server had read everything (docs/how-it-works.md, \"Flow control\")."
