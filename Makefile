@@ -64,7 +64,7 @@ $(OUTPUT)/.bpf-cflags: FORCE
 	@mkdir -p $(OUTPUT)
 	@echo '$(BPF_CFLAGS)' | cmp -s - $@ || echo '$(BPF_CFLAGS)' > $@
 
-$(BPF_OBJS): $(OUTPUT)/%.o: %.c bpf_sockops.h bpf_maps.h $(OUTPUT)/.bpf-cflags
+$(BPF_OBJS): $(OUTPUT)/%.o: %.c bpf_sockops.h bpf_maps.h sock_key.h $(OUTPUT)/.bpf-cflags
 	$(call msg,CLANG,$@)
 	$(Q)$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
@@ -79,7 +79,7 @@ $(OBJS): %.o: %.c lib/util.h
 	$(Q)$(CC) $(CFLAGS) -c $< -o $@
 
 $(SOCKPROBE_OBJS): tests/probes/sockprobe.h
-tests/probes/sockprobe_map.o: bpf_sockops.h
+tests/probes/sockprobe_map.o: bpf_sockops.h sock_key.h
 
 tests/probes/sockprobe: $(SOCKPROBE_OBJS)
 tests/probes/xfer: $(XFER_OBJS)

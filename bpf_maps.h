@@ -74,6 +74,14 @@ struct {
 	__type(value, __u64);	/* sockets skipped because of it */
 } skip_cgroups SEC(".maps");
 
+/* Keys two sockets claimed: see bpf_sockops.h. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MAX_COLLIDED);
+	__type(key, struct sock_key);
+	__type(value, __u32);	/* unused: the key is the mark */
+} collided SEC(".maps");
+
 /* This CPU's counters: one lookup, then plain increments (no atomics). */
 static __always_inline struct bypass_stats *stats_this_cpu(void)
 {
@@ -90,7 +98,7 @@ static __always_inline struct bypass_stats *stats_this_cpu(void)
 static __always_inline void mirror_key(const struct sock_key *key,
 				       struct sock_key *peer)
 {
-	peer->netns = key->netns;
+	peer->scope = key->scope;
 	__builtin_memcpy(peer->local_ip, key->remote_ip, sizeof(peer->local_ip));
 	__builtin_memcpy(peer->remote_ip, key->local_ip, sizeof(peer->remote_ip));
 	peer->local_port = key->remote_port;

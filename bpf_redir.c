@@ -548,6 +548,27 @@ static __always_inline enum ready peer_ready(__u64 p, __u32 write_seq,
 	return readers < 0 || unsafe ? NOT_NOW : READY;
 }
 
+/*
+ * Whether the peer's key is in no collision (bpf_sockops.c,
+ * mark_collision()): asked before the first message goes to the peer, and
+ * true for the rest of the connection.  The socket under the key cannot
+ * change while it lives (never replaced: BPF_NOEXIST), and once it is gone
+ * the connection is on TCP for good.  A key two sockets claimed is the
+ * peer of no one: we go by TCP for good, and so does the other end, which
+ * looks up our key, recorded with it.
+ */
+static __always_inline int peer_unique(struct peer_info *peer)
+{
+	if (peer->flags & PEER_CHECKED)
+		return 1;
+	if (bpf_map_lookup_elem(&collided, &peer->key)) {
+		peer->flags |= PEER_FOR_GOOD;
+		return 0;
+	}
+	peer->flags |= PEER_CHECKED;
+	return 1;
+}
+
 /* Count a path change, and keep the state it leaves. */
 static __always_inline void fall_back(struct peer_info *peer, __u32 why,
 				      struct bypass_stats *st)
@@ -704,6 +725,10 @@ static __always_inline int try_return(struct sk_msg_md *msg, struct bpf_sock *sk
 			return 0;
 		}
 	}
+	if (!peer_unique(peer)) {
+		aim_at_egress(msg, sk, size, peer);
+		return 0;
+	}
 	come_back(peer, st);
 	return 1;
 }
@@ -759,6 +784,10 @@ int bpf_redir(struct sk_msg_md *msg)
 		if (peer->peer_sk)
 			peer->flags |= PEER_FOR_GOOD;
 		fall_back(peer, FALLBACK_NO_PEER, st);
+		goto tcp;
+	}
+	if (!peer_unique(peer)) {
+		aim_at_egress(msg, sk, size, peer);
 		goto tcp;
 	}
 	unread = peer_unread(msg);

@@ -9,7 +9,9 @@
  * (ours, mirrored) in the socket's local storage, where bpf_redir finds it
  * on every send.  Sockets the bypass cannot serve like TCP (SO_RCVLOWAT set)
  * are left out, and so are those the operator listed (skip_ports,
- * skip_cgroups).
+ * skip_cgroups), and those made ESTABLISHED by TCP_REPAIR, whose tuple and
+ * sequence numbers are the caller's choice.  A key another socket holds is
+ * never taken over: both sockets then stay on TCP (collisions).
  *
  * It also counts the sockets that leave the sockhash, so that status.sh
  * knows how full the map is without walking it (sockets_inserted -
@@ -44,6 +46,7 @@
 #include <asm/socket.h>		/* SOL_SOCKET, SO_RCVLOWAT: per-arch values */
 #include "bpf_sockops.h"
 #include "bpf_maps.h"
+#include "sock_key.h"
 
 #define AF_INET		2
 #define AF_INET6	10
@@ -73,7 +76,7 @@ struct sock___sockops {
  * verifier rule behind it.
  */
 static __always_inline int sockops_key(struct bpf_sock_ops *skops,
-				       struct sock_key *key)
+				       struct sock_key *key, __u32 cross_netns)
 {
 	__u32 family = CTX_READ(skops->family);
 
@@ -115,7 +118,7 @@ static __always_inline int sockops_key(struct bpf_sock_ops *skops,
 	 */
 	key->local_seq = CTX_READ(skops->snd_una);
 	key->remote_seq = CTX_READ(skops->rcv_nxt);
-	key->netns = bpf_get_netns_cookie(skops);
+	key->scope = sock_key_scope(key, bpf_get_netns_cookie(skops), cross_netns);
 	return 0;
 }
 
@@ -187,14 +190,53 @@ static __always_inline void count_removed(struct peer_info *peer)
 		__sync_fetch_and_add(&st->sockets_removed, n);
 }
 
+/*
+ * Another socket holds the key we were to take: record the key and its
+ * mirror in the collided map.  bpf_redir.c looks its peer's key up there
+ * before it first redirects to a socket, so no socket redirects to a key
+ * that two sockets claimed, nor from one.
+ *
+ * A key holds the four-tuple and both initial sequence numbers, so two
+ * keys clash only if two connections in two namespaces share all of it: a
+ * clash of the clients' keys is one of the servers' keys too (the mirror).
+ * Whichever end of each pair comes first wins its key, so the winners may
+ * be one connection's client and the other's server, each of which would
+ * send into the other connection.  But the losing client records the clash
+ * here, at its ACTIVE_ESTABLISHED, before it sends the ACK that makes its
+ * server established: a server that took the other server's key finds the
+ * record before its first redirect, and so does the winning client, which
+ * looks up the same pair.  A connection that was paired before the clash
+ * (its server won and they talked) is the right pair, and stays on the
+ * bypass; the losers are not in the map and go by TCP.  Nothing ever goes
+ * to the wrong namespace: the bypass fails closed.
+ *
+ * (Marking the holder's own storage instead would need the holder: a
+ * sockhash lookup returns a socket reference, which sock_ops may not
+ * release, as bpf_sk_release() is refused to it.)
+ */
+static __always_inline void mark_collision(const struct sock_key *key,
+					   const struct sock_key *mirror)
+{
+	__u32 one = 1;
+
+	bpf_map_update_elem(&collided, key, &one, BPF_ANY);
+	bpf_map_update_elem(&collided, mirror, &one, BPF_ANY);
+}
+
 static __always_inline void sockops_insert(struct bpf_sock_ops *skops, __u32 op)
 {
 	struct bpf_sock *sk = CTX_READ(skops->sk);
+	__u32 zero = CONFIG_KEY, cross_netns = 0;
+	struct bypass_config *cfg;
 	struct sock_key key = {};
 	struct peer_info *peer;
+	struct bypass_stats *st;
 	long err;
 
-	if (!sk || sockops_key(skops, &key))
+	cfg = bpf_map_lookup_elem(&config, &zero);
+	if (cfg)
+		cross_netns = cfg->cross_netns;
+	if (!sk || sockops_key(skops, &key, cross_netns))
 		return;
 	peer = bpf_sk_storage_get(&peer_keys, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!peer) {
@@ -214,11 +256,18 @@ static __always_inline void sockops_insert(struct bpf_sock_ops *skops, __u32 op)
 	peer->bound = 0;
 	/*
 	 * BPF_NOEXIST: never replace another socket's entry.  Replacing (or
-	 * deleting) an entry frees the unread data queued on that socket.
-	 * With the sequence numbers in the key, a clash is not expected.
+	 * deleting) an entry frees the unread data queued on that socket,
+	 * and the newcomer may be another namespace's connection: see
+	 * mark_holder().
 	 */
 	err = bpf_sock_hash_update(skops, &sock_ops_map, &key, BPF_NOEXIST);
 	count_insert(err);
+	if (err == -EEXIST) {
+		mark_collision(&key, &peer->key);
+		st = stats_this_cpu();
+		if (st)
+			st->collisions++;
+	}
 	if (err) {
 		/*
 		 * A socket still in the map under an earlier connection's
@@ -282,6 +331,44 @@ static __always_inline void sockops_state(struct bpf_sock_ops *skops)
 	count_closed_on_tcp(peer);
 	if (peer->in_map && !sock_has_file(sk))
 		count_removed(peer);
+}
+
+/*
+ * tcp_sock's repair bit, declared alone (CO-RE).  A one-bit field, which
+ * moved between 6.1 and 6.12 (the fields of tcp_sock were regrouped by
+ * cache line): BPF_CORE_READ_BITFIELD_PROBED() reads the byte that holds
+ * it wherever this kernel's BTF puts it, and shifts the bit out.
+ */
+struct tcp_sock___repair {
+	__u8 repair:1;
+} __attribute__((preserve_access_index));
+
+/*
+ * True if a socket became ESTABLISHED by TCP_REPAIR: connect() on a socket
+ * in repair mode (CRIU restoring a process, or anyone with CAP_NET_ADMIN in
+ * the socket's network namespace, which every rootless container has)
+ * sends no SYN.  tcp_connect() calls tcp_finish_connect(sk, NULL), which
+ * runs ACTIVE_ESTABLISHED with the four-tuple and sequence numbers that the
+ * caller set: the caller could build any socket's mirror key, and take its
+ * peer's bytes.  So such a socket is never inserted.
+ *
+ * Two signs, either one enough: that callback has no skb (a real one has
+ * the SYN-ACK), so skb_tcp_flags reads 0; and tp->repair is still set.
+ */
+static __always_inline int made_by_repair(struct bpf_sock_ops *skops, __u32 op)
+{
+	struct bpf_sock *sk = CTX_READ(skops->sk);
+	__u32 flags = CTX_READ(skops->skb_tcp_flags);
+	struct tcp_sock___repair *tp;
+
+	if (op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && !flags)
+		return 1;
+	if (!sk)
+		return 0;
+	tp = (void *)bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return 0;
+	return BPF_CORE_READ_BITFIELD_PROBED(tp, repair);
 }
 
 /*
@@ -427,7 +514,10 @@ int bpf_sockmap(struct bpf_sock_ops *skops)
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
 		/* Left on TCP, counted under the first reason that applies. */
 		st = stats_this_cpu();
-		if (skip_port(skops)) {
+		if (made_by_repair(skops, op)) {
+			if (st)
+				st->repair_refused++;
+		} else if (skip_port(skops)) {
 			if (st)
 				st->sockets_skipped_port++;
 		} else if (skip_cgroup(skops)) {

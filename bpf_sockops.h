@@ -23,17 +23,24 @@
 /*
  * The sockhash key: one connection seen from one end.
  *
- * A socket is stored under (its netns, its local address:port, its remote
+ * A socket is stored under (its scope, its local address:port, its remote
  * address:port, the two initial sequence numbers).  Its peer's key is the
  * mirror: local and remote swapped.  bpf_sockops computes both when the
  * socket becomes established, stores the socket under its own key and keeps
  * the peer's key in the socket's local storage, so that bpf_redir, which runs
  * on every send, only fetches it.
  *
- * - netns: bpf_get_netns_cookie() of the socket's network namespace.  The
- *   four-tuple alone is not unique on a host: every namespace has its own
+ * - scope: where the addresses mean something (sock_key.h builds it).  By
+ *   default bpf_get_netns_cookie() of the socket's network namespace: the
+ *   four-tuple alone is not unique on a host, every namespace has its own
  *   127.0.0.1 and its own port space, and a program on the root cgroup sees
  *   them all.  Without the cookie, data could cross into another namespace.
+ *   With load.sh --cross-netns, a connection whose addresses are not
+ *   loopback gets SCOPE_HOST instead, so that its two ends, in two
+ *   namespaces (two containers on a bridge), build mirrored keys.  Two
+ *   namespaces may then hold the same four-tuple (two bridges with one
+ *   subnet): the initial sequence numbers below tell them apart, and a key
+ *   that is taken anyway is never replaced (bpf_sockops.c, "collisions").
  * - local_ip / remote_ip: IPv6 addresses in network byte order, exactly as
  *   the kernel stores them.  IPv4 addresses are stored v4-mapped
  *   (::ffff:a.b.c.d), so an AF_INET client and the AF_INET6 socket accepted
@@ -50,7 +57,7 @@
  * The layout has no holes, so no padding byte can make two equal keys differ.
  */
 struct sock_key {
-	__u64 netns;
+	__u64 scope;
 	__u32 local_ip[4];
 	__u32 remote_ip[4];
 	__u32 local_port;
@@ -105,6 +112,7 @@ enum fallback {
 #define PEER_FOR_GOOD	(1 << 0)	/* on TCP until it closes: see bpf_redir.c */
 #define PEER_EGRESS	(1 << 1)	/* a message re-aimed at our egress: egress_end */
 #define PEER_READERS	(1 << 2)	/* the peer has two readers at once: see bpf_redir.c */
+#define PEER_CHECKED	(1 << 3)	/* our peer's key is in no collision */
 
 /*
  * Redirected messages that found the peer's queue empty, after which the
@@ -199,6 +207,14 @@ struct bypass_stats {
 	 * the two socket counts above: a lost increment would stay in it.
 	 */
 	__u64 closed_on_tcp;
+	/*
+	 * Established sockets whose key another socket held (bpf_sockops.c):
+	 * both stay on TCP.  Expected never: it takes the same four-tuple
+	 * and both initial sequence numbers in two namespaces.
+	 */
+	__u64 collisions;
+	/* Sockets made ESTABLISHED by TCP_REPAIR, never inserted. */
+	__u64 repair_refused;
 };
 
 /*
@@ -253,6 +269,13 @@ struct bypass_stats {
 #define MAX_CGROUP_DEPTH	16
 
 /*
+ * Keys that two sockets claimed (bpf_sockops.c, mark_collision()), kept in
+ * an LRU hash so that old clashes make room for new ones.  A key holds both
+ * initial sequence numbers: no later connection has it again.
+ */
+#define MAX_COLLIDED		1024
+
+/*
  * The functions a blocking socket wait sleeps in, in the order of
  * bypass_config.waits: a reader inside tcp_recvmsg() (or splice()), a
  * reader inside tcp_bpf_recvmsg() (its wait, or tcp_bpf_recvmsg() itself
@@ -299,6 +322,20 @@ struct bypass_config {
 	} waits[WAIT_FUNCS];
 	/* Where each connection's queue bound starts; max_queue when fixed. */
 	__u64 queue_start;
+	/*
+	 * 1: load.sh --cross-netns.  Connections between namespaces of this
+	 * host are redirected too (struct sock_key's scope); loopback stays
+	 * per namespace.  Read at ESTABLISHED: it applies to new connections.
+	 */
+	__u32 cross_netns;
+	__u32 pad;
 };
+
+/*
+ * The scope of a key (struct sock_key) when the connection's addresses
+ * are not loopback and --cross-netns is on.  No netns cookie is ever this
+ * large: they count up from 1.
+ */
+#define SCOPE_HOST	(~0ULL)
 
 #endif /* __BPF_SOCKOPS_H */
