@@ -65,7 +65,7 @@ usage() {
 	cat >&2 <<EOF
 Usage: ${0##*/} [--cgroup PATH] [--pin-dir DIR] [--quiet] [--max-entries N]
                [--max-queue SIZE] [--max-tcp-mem SIZE]
-               [--skip-ports LIST] [--skip-cgroup PATH]...
+               [--skip-ports LIST] [--skip-cgroup PATH]... [--cross-netns]
 
 Load the sockops bypass and attach it to a cgroup v2.
 
@@ -96,11 +96,17 @@ Load the sockops bypass and attach it to a cgroup v2.
                        it, on plain TCP (repeat for more, at most 16); with
                        the bypass attached at the root, this keeps one
                        service out
+  --cross-netns        also redirect connections between two network
+                       namespaces of this host (containers on a bridge);
+                       loopback stays per namespace.  Their bytes then skip
+                       netfilter, tc and any policy after the handshake
+                       (README, "Containers").  Off by default
   -h, --help           this text
 
 SIZE is a number of bytes with an optional K, M or G suffix (powers of 1024).
-Run again on a loaded instance to change --quiet, --max-queue, --max-tcp-mem
-or a skip list in place; a skip list applies to new connections.
+Run again on a loaded instance to change --quiet, --max-queue, --max-tcp-mem,
+--cross-netns or a skip list in place; a skip list and --cross-netns apply
+to new connections.
 EOF
 }
 
@@ -110,6 +116,7 @@ readonly ARGS=("$@")
 cgroup=
 pin=
 trace=1
+cross_netns=0
 max_queue=
 max_tcp_mem=
 skip_ports=()		# set by --skip-ports
@@ -124,6 +131,7 @@ while (($#)); do
 	--pin-dir)	[[ $# -ge 2 ]] || { usage; exit 2; }; pin=$2; shift ;;
 	--pin-dir=*)	pin=${1#*=} ;;
 	--quiet)	trace=0 ;;
+	--cross-netns)	cross_netns=1 ;;
 	--max-entries)	[[ $# -ge 2 ]] || { usage; exit 2; }; entries_arg=$2; entries_set=1; shift ;;
 	--max-entries=*) entries_arg=${1#*=}; entries_set=1 ;;
 	--max-queue)	[[ $# -ge 2 ]] || { usage; exit 2; }; max_queue=$2; shift ;;
@@ -299,8 +307,8 @@ kernel_texts() {
 
 # write_config: struct bypass_config (bpf_sockops.h), field by field in host
 # byte order: __u32 trace, __u32 page_shift, __u64 max_queue, __u64
-# max_tcp_mem, __u64 woken_wake, WAIT_FUNCS __u64 pairs, waits[], and __u64
-# queue_start.
+# max_tcp_mem, __u64 woken_wake, WAIT_FUNCS __u64 pairs, waits[], __u64
+# queue_start, __u32 cross_netns and __u32 pad.
 write_config() {
 	local shift=0 start end texts=()
 
@@ -316,7 +324,8 @@ write_config() {
 		value hex $(uint_bytes 4 "$trace") $(uint_bytes 4 "$shift") \
 		$(uint_bytes 8 "$max_queue") $(uint_bytes 8 "$max_tcp_mem") \
 		$(for start in "${texts[@]}"; do uint_bytes 8 $((16#$start)); done) \
-		$(uint_bytes 8 "$queue_start")
+		$(uint_bytes 8 "$queue_start") \
+		$(uint_bytes 4 "$cross_netns") $(uint_bytes 4 0)
 }
 
 # settings: the memory bounds in force, in words.
@@ -327,7 +336,7 @@ settings() {
 	((max_queue && queue_start < max_queue)) &&
 		q="$(human_size "$queue_start") per connection, growing to $(human_size "$max_queue") as its reader reads"
 	((max_tcp_mem)) && h="$(human_size "$max_tcp_mem") of TCP memory"
-	echo "queue bound: $q; host guard: $h"
+	echo "queue bound: $q; host guard: $h$( ((cross_netns)) && echo "; across namespaces (--cross-netns)")"
 }
 
 # Already loaded?  Done if both cgroup programs are attached where asked

@@ -98,6 +98,7 @@ exec jq -r --arg format "$format" --argjson warn_fill "$WARN_FILL" \
 				       insert_map_full: (.counters.insert_map_full // 0)} +
 				      if .map.walked != null then {walked: .map.walked} else {} end),
 				trace: (.config.trace == 1),
+				cross_netns: (.config.cross_netns == 1),
 				config: (.config + {queue_bound_works: $counted}),
 				tcp_mem_now: (.tcp_mem_pages * .page_size),
 				tcp_pressure: (if .tcp_pressure < 0 then null else .tcp_pressure == 1 end),
@@ -141,6 +142,7 @@ exec jq -r --arg format "$format" --argjson warn_fill "$WARN_FILL" \
 				if .map.walked != null then "; \(.map.walked) counted one by one" else "" end,
 			"           \(.map.insert_map_full) inserts failed because it was full",
 			"trace:     \(if .trace then "on (trace_bpf_output.sh)" else "off (--quiet)" end)",
+			"netns:     \(if .cross_netns then "across namespaces, loopback per namespace (--cross-netns)" else "per namespace (no --cross-netns)" end)",
 			"queue:     \(if (.config.max_queue // 0) > 0 then "\(if (.config.queue_start // .config.max_queue) < .config.max_queue then "\(.config.queue_start | size), growing to " else "" end)\(.config.max_queue | size) per connection (--max-queue)" else "no bound (--max-queue 0)" end)\(if .config.queue_bound_works then "" else "; this kernel may not count redirected bytes: see load.sh" end)",
 			"on TCP:    \(.on_tcp) connection direction\(if .on_tcp == 1 then "" else "s" end) now (fell back \([.counters | to_entries[] | select(.key | startswith("fallback_")) | .value] | add // 0) times, came back \([.counters | to_entries[] | select(.key | startswith("return_")) | .value] | add // 0))",
 			"host:      \(if (.config.max_tcp_mem // 0) > 0 then "\(.config.max_tcp_mem | size) of TCP memory (--max-tcp-mem)" else "no guard (--max-tcp-mem 0)" end); now TCP holds \(.tcp_mem_now | size)\(if .tcp_pressure then " (under memory pressure: connections go by TCP)" else "" end), the bypass queues \(.backlog_now | size)",
@@ -175,7 +177,9 @@ exec jq -r --arg format "$format" --argjson warn_fill "$WARN_FILL" \
 			bytes_redirected: "Bytes of sendmsg() calls redirected to the peer socket.",
 			msgs_passed: "sendmsg() calls of sockets in the sockhash sent by TCP.",
 			bytes_passed: "Bytes of sendmsg() calls of sockets in the sockhash sent by TCP.",
-			closed_on_tcp: "Sockets that closed while their sends went by TCP."
+			closed_on_tcp: "Sockets that closed while their sends went by TCP.",
+			collisions: "Established sockets whose key another socket held: both stay on TCP.",
+			repair_refused: "Sockets made ESTABLISHED by TCP_REPAIR, never put in the sockhash."
 		};
 		def metric($name; $type; $help; $samples):
 			"# HELP sockops_\($name) \($help)",
@@ -191,6 +195,9 @@ exec jq -r --arg format "$format" --argjson warn_fill "$WARN_FILL" \
 			metric("map_sockets"; "gauge";
 			       "Sockets in the sockhash now, two per bypassed connection.";
 			       [{l: $l, v: .map.sockets}]),
+			metric("cross_netns"; "gauge";
+			       "1 if connections between network namespaces are redirected (load.sh --cross-netns), else 0.";
+			       [{l: $l, v: (if .cross_netns then 1 else 0 end)}]),
 			metric("on_tcp"; "gauge";
 			       "Connection directions whose sends go by TCP now: fell back, not back yet.";
 			       [{l: $l, v: .on_tcp}]),

@@ -13,25 +13,28 @@
 #include <unistd.h>
 
 #include "bpf_sockops.h"
+#include "sock_key.h"
 #include "sockprobe.h"
 
 /* --- the sockhash: what removing a socket does to its queued bytes ------- */
 
 /*
  * The address part of the key bpf_sockops stored this socket under (see
- * bpf_sockops.h); the initial sequence numbers are not known here.
+ * bpf_sockops.h), its scope as without --cross-netns; the initial sequence
+ * numbers are not known here.
  */
 static void sock_key_of(int fd, struct sock_key *key)
 {
 	struct sockaddr_in6 a[2];
-	socklen_t len = sizeof(a[0]), clen = sizeof(key->netns);
+	__u64 netns;
+	socklen_t len = sizeof(a[0]), clen = sizeof(netns);
 	__u32 *ip[2] = { key->local_ip, key->remote_ip };
 
 	memset(key, 0, sizeof(*key));
 	memset(a, 0, sizeof(a));
 	if (getsockname(fd, (struct sockaddr *)&a[0], &len) ||
 	    getpeername(fd, (struct sockaddr *)&a[1], &(socklen_t){ sizeof(a[1]) }) ||
-	    getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &key->netns, &clen))
+	    getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &netns, &clen))
 		die("%s: socket addresses", probe_name);
 	for (int i = 0; i < 2; i++) {
 		if (a[i].sin6_family == AF_INET6) {
@@ -45,11 +48,12 @@ static void sock_key_of(int fd, struct sock_key *key)
 	/* Ports in host byte order; sin_port and sin6_port share an offset. */
 	key->local_port = ntohs(a[0].sin6_port);
 	key->remote_port = ntohs(a[1].sin6_port);
+	key->scope = sock_key_scope(key, netns, 0);
 }
 
 static bool same_tuple(const struct sock_key *a, const struct sock_key *b)
 {
-	return a->netns == b->netns && a->local_port == b->local_port &&
+	return a->scope == b->scope && a->local_port == b->local_port &&
 	       a->remote_port == b->remote_port &&
 	       !memcmp(a->local_ip, b->local_ip, sizeof(a->local_ip)) &&
 	       !memcmp(a->remote_ip, b->remote_ip, sizeof(a->remote_ip));
@@ -133,7 +137,7 @@ static int map_insert_peer(int cli, int srv)
 
 	ret = map_find(map, cli, &ck);
 	if (!ret) {
-		key.netns = ck.netns;
+		key.scope = ck.scope;
 		memcpy(key.local_ip, ck.remote_ip, sizeof(key.local_ip));
 		memcpy(key.remote_ip, ck.local_ip, sizeof(key.remote_ip));
 		key.local_port = ck.remote_port;
