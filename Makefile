@@ -37,12 +37,13 @@ SOCKPROBE_OBJS := $(addprefix tests/probes/, sockprobe.o sockprobe_eof.o \
 XFER_OBJS := tests/probes/xfer.o
 NOREAD_OBJS := tests/probes/noread.o
 FLOW_OBJS := tests/probes/flow.o
+REPAIR_OBJS := tests/probes/repair.o
 SOCKBENCH_OBJS := bench/sockbench.o
 CONNHOLD_OBJS := bench/connhold.o
 OBJS := $(SOCKPROBE_OBJS) $(XFER_OBJS) $(NOREAD_OBJS) $(FLOW_OBJS) \
-	$(SOCKBENCH_OBJS) $(CONNHOLD_OBJS)
+	$(REPAIR_OBJS) $(SOCKBENCH_OBJS) $(CONNHOLD_OBJS)
 PROGS := tests/probes/sockprobe tests/probes/xfer tests/probes/noread \
-	tests/probes/flow bench/sockbench bench/connhold
+	tests/probes/flow tests/probes/repair bench/sockbench bench/connhold
 
 ifeq ($(V),1)
 Q :=
@@ -85,6 +86,7 @@ tests/probes/sockprobe: $(SOCKPROBE_OBJS)
 tests/probes/xfer: $(XFER_OBJS)
 tests/probes/noread: $(NOREAD_OBJS)
 tests/probes/flow: $(FLOW_OBJS)
+tests/probes/repair: $(REPAIR_OBJS)
 bench/sockbench: $(SOCKBENCH_OBJS)
 bench/connhold: $(CONNHOLD_OBJS)
 
