@@ -710,6 +710,10 @@ static __always_inline int try_return(struct sk_msg_md *msg, struct bpf_sock *sk
 			peer->flags |= PEER_FOR_GOOD;
 		return 0;
 	}
+	if (!peer_unique(peer)) {
+		aim_at_egress(msg, sk, size, peer);
+		return 0;
+	}
 	if (aimed_peer(msg) != p) {
 		/*
 		 * Found for the first time (a peer that was not in the map at
@@ -724,10 +728,6 @@ static __always_inline int try_return(struct sk_msg_md *msg, struct bpf_sock *sk
 			aim_at_egress(msg, sk, size, peer);
 			return 0;
 		}
-	}
-	if (!peer_unique(peer)) {
-		aim_at_egress(msg, sk, size, peer);
-		return 0;
 	}
 	come_back(peer, st);
 	return 1;

@@ -138,3 +138,116 @@ cross_xfer() {
 	(($(counter bytes_passed) == 4000000 + 1000000 + 24))
 	(($(br_payload) == 4000000 + 1000000 + 24))
 }
+
+# one_port NS PORT: PORT is the only ephemeral port in NS, so every client
+# there binds it: two namespaces then produce identical four-tuples.
+one_port() {
+	ip netns exec "$1" sysctl -qw net.ipv4.ip_local_port_range="$2 $2"
+}
+
+# client_tuple NS PORT: "local peer" of the client socket connected to PORT.
+client_tuple() {
+	ip netns exec "$1" ss -Htn "( dport = :$2 )" | awk '{ print $4, $5 }'
+}
+
+# wait_tuples PORT NS...: until each namespace's client to PORT is
+# connected; prints their tuples, one a line.
+wait_tuples() {
+	local port=$1 ns t out
+
+	shift
+	for _ in $(seq 100); do
+		out=
+		for ns in "$@"; do
+			t=$(client_tuple "$ns" "$port")
+			[[ -n $t ]] || continue 2
+			out+="$t"$'\n'
+		done
+		printf '%s' "$out"
+		return 0
+	done
+	echo "not all connected" >&2
+	return 1
+}
+
+@test "loopback in two containers, with the same four-tuple, stays apart with --cross-netns" {
+	local a=$P-c1 b=$P-c2 tuples
+
+	two_containers
+	one_port "$a" $((PORT + 9))
+	one_port "$b" $((PORT + 9))
+	load_bypass --cross-netns
+	recv_in ra "$a" -Z "$TMP/go"
+	recv_in rb "$b" -Z "$TMP/go"
+	send_in sa "$a" -B 8000000 -R 4000000 -s 1
+	send_in sb "$b" -B 4000000 -R 8000000 -s 2
+	tuples=$(wait_tuples "$PORT" "$a" "$b")
+	echo "$tuples"
+	[[ $(sort -u <<<"$tuples") == "127.0.0.1:$((PORT + 9)) 127.0.0.1:$PORT" ]]
+	touch "$TMP/go"
+	xfer_finish sa ra sb rb
+	(($(counter sockets_inserted) == 4))
+	(($(counter collisions) == 0))
+	expect_xfer_split $((2 * (12000000 + 24))) 0 sa ra sb rb
+}
+
+@test "two bridges with one subnet, the same four-tuple on both at once, each way: each server gets only its own bytes" {
+	local ta tb
+
+	# Two hosts' worth of the same Docker network: 198.51.100.1 and .2
+	# on bridge A, and again on bridge B.
+	bridge "$P-ba"
+	container "$P-a1" "$P-ba" 1
+	container "$P-a2" "$P-ba" 2
+	bridge "$P-bb"
+	container "$P-b1" "$P-bb" 1
+	container "$P-b2" "$P-bb" 2
+	for ns in "$P-a1" "$P-a2" "$P-b1" "$P-b2"; do
+		one_port "$ns" $((PORT + 9))
+	done
+	load_bypass --cross-netns
+	# .1 to .2 on both bridges, and .2 to .1 on both, on another port;
+	# the receivers wait for $TMP/go, so that all four are open at once.
+	recv_in ra "$P-a2" -b 198.51.100.2 -Z "$TMP/go"
+	recv_in rb "$P-b2" -b 198.51.100.2 -Z "$TMP/go"
+	xfer_start rA "$TEST_CG" "$P-a1" recv $((PORT + 1)) -b 198.51.100.1 -Z "$TMP/go"
+	xfer_start rB "$TEST_CG" "$P-b1" recv $((PORT + 1)) -b 198.51.100.1 -Z "$TMP/go"
+	send_in sa "$P-a1" -a 198.51.100.2 -B 8000000 -R 4000000 -s 1
+	send_in sb "$P-b1" -a 198.51.100.2 -B 4000000 -R 8000000 -s 2
+	xfer_start sA "$TEST_CG" "$P-a2" send $((PORT + 1)) -a 198.51.100.1 -B 6000000 -R 2000000 -s 3
+	xfer_start sB "$TEST_CG" "$P-b2" send $((PORT + 1)) -a 198.51.100.1 -B 2000000 -R 6000000 -s 4
+	ta=$(wait_tuples "$PORT" "$P-a1" "$P-b1")
+	echo "$ta"
+	[[ $(sort -u <<<"$ta") == "198.51.100.1:$((PORT + 9)) 198.51.100.2:$PORT" ]]
+	tb=$(wait_tuples $((PORT + 1)) "$P-a2" "$P-b2")
+	echo "$tb"
+	[[ $(sort -u <<<"$tb") == "198.51.100.2:$((PORT + 9)) 198.51.100.1:$((PORT + 1))" ]]
+	touch "$TMP/go"
+	xfer_finish sa ra sb rb sA rA sB rB
+	(($(counter sockets_inserted) == 8))
+	(($(counter collisions) == 0))
+	expect_xfer_split $((2 * (12000000 + 24) + 2 * (8000000 + 24))) 0 sa ra sb rb sA rA sB rB
+}
+
+@test "a socket made ESTABLISHED by TCP_REPAIR is never inserted, across a bridge or on loopback" {
+	two_containers
+	load_bypass --cross-netns
+	# A listener for the tuple, so that a socket that slipped through
+	# would have a peer to pair with.
+	recv_in r "$P-c2" -b ::
+	spawn rep4 ip netns exec "$P-c1" "$TOP/tests/probes/repair" \
+		-b 198.51.100.1 -l $((PORT + 5)) -a 198.51.100.2 -p "$PORT"
+	spawn rep6 ip netns exec "$P-c1" "$TOP/tests/probes/repair" \
+		-b 2001:db8::1 -l $((PORT + 5)) -a 2001:db8::2 -p "$PORT"
+	spawn replo ip netns exec "$P-c2" "$TOP/tests/probes/repair" \
+		-b 127.0.0.1 -l $((PORT + 5)) -a 127.0.0.1 -p "$PORT"
+	for _ in $(seq 100); do
+		(($(cat "$TMP"/rep*.out | grep -c '^established$') == 3)) && break
+		sleep 0.05
+	done
+	cat "$TMP"/rep*.out
+	(($(cat "$TMP"/rep*.out | grep -c '^established$') == 3))
+	(($(counter repair_refused) == 3))
+	(($(counter sockets_inserted) == 0))
+	(($(map_entries) == 0))
+}

@@ -8,8 +8,8 @@
  *
  * Needs CAP_NET_ADMIN in the socket's network namespace (root, or any user
  * in a user namespace of its own).  Prints "established" once connect()
- * returned and the socket is out of repair mode, then waits for stdin to
- * close (so the test can look at the sockhash meanwhile) and exits 0.
+ * returned and the socket is out of repair mode, then holds it open until
+ * it is killed, so that the test can look at the sockhash meanwhile.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -53,7 +53,6 @@ int main(int argc, char **argv)
 	struct sockaddr_storage la, ra;
 	socklen_t llen, rlen, slen;
 	struct tcp_info ti;
-	char buf[1];
 
 	while ((c = getopt(argc, argv, "b:l:a:p:s:r:")) != -1) {
 		switch (c) {
@@ -97,8 +96,6 @@ int main(int argc, char **argv)
 		die("repair: state %d after connect, not ESTABLISHED", state);
 	printf("established\n");
 	fflush(stdout);
-	while (read(STDIN_FILENO, buf, sizeof(buf)) > 0)
-		;
-	close(fd);
-	return 0;
+	for (;;)
+		pause();
 }
