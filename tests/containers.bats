@@ -251,3 +251,73 @@ wait_tuples() {
 	(($(counter sockets_inserted) == 0))
 	(($(map_entries) == 0))
 }
+
+# dnat_check TOTAL NAME...: the xfers NAME... carried TOTAL bytes intact, all
+# by TCP: a DNAT'd connection's two ends do not mirror.
+dnat_check() {
+	local total=$1
+
+	shift
+	xfer_finish "$@"
+	echo "redirected=$(counter bytes_redirected) passed=$(counter bytes_passed)"
+	(($(counter bytes_redirected) == 0))
+	(($(counter bytes_passed) == total))
+	(($(tcp_in "$@") == total))
+	(($(counter collisions) == 0))
+}
+
+@test "a published port (DNAT on the host, hairpin with MASQUERADE) stays on TCP, intact" {
+	two_containers
+	# The host's side, as Docker sets it up: the bridge has an address,
+	# the host routes, a published port is DNAT'd to the container, and
+	# a container that reaches it through the host's address is
+	# masqueraded on its way back out of the bridge (the hairpin).
+	ip -n "$P-br" addr add 198.51.100.254/24 dev br0
+	ip netns exec "$P-br" sysctl -qw net.ipv4.ip_forward=1
+	ip netns exec "$P-br" iptables -t nat -A PREROUTING -d 198.51.100.254 -p tcp \
+		--dport $((PORT + 8)) -j DNAT --to-destination "198.51.100.2:$PORT"
+	ip netns exec "$P-br" iptables -t nat -A POSTROUTING -s 198.51.100.0/24 \
+		-d 198.51.100.2 -p tcp --dport "$PORT" -j MASQUERADE
+	load_bypass --cross-netns
+	recv_in r "$P-c2" -b 198.51.100.2
+	xfer_start s "$TEST_CG" "$P-c1" send $((PORT + 8)) -a 198.51.100.254 -B 4000000 -R 1000000
+	dnat_check $((4000000 + 1000000 + 24)) s r
+	# Both ends were inserted, under keys that do not mirror.
+	(($(counter sockets_inserted) == 2))
+}
+
+@test "a service address DNAT'd in the client's namespace (kube-proxy's way) stays on TCP, intact" {
+	two_containers
+	# The service IP is 203.0.113.10:80, rewritten to the server container
+	# as the client sends; a route makes the service address reachable.
+	ip -n "$P-c1" route add 203.0.113.0/24 dev eth0
+	ip netns exec "$P-c1" iptables -t nat -A OUTPUT -d 203.0.113.10 -p tcp \
+		--dport 80 -j DNAT --to-destination "198.51.100.2:$PORT"
+	load_bypass --cross-netns
+	recv_in r "$P-c2" -b 198.51.100.2
+	xfer_start s "$TEST_CG" "$P-c1" send 80 -a 203.0.113.10 -B 4000000 -R 1000000
+	dnat_check $((4000000 + 1000000 + 24)) s r
+	(($(counter sockets_inserted) == 2))
+}
+
+@test "a client's namespace deleted while its bytes wait unread in the server: the server reads them all" {
+	local total=$((4000000 + 24))
+
+	two_containers
+	load_bypass --cross-netns
+	# The receiver stops after its first MiB until $TMP/go exists; the
+	# rest waits in its queue, redirected.
+	recv_in r "$P-c2" -b 198.51.100.2 -Z "$TMP/go"
+	send_in s "$P-c1" -a 198.51.100.2 -B 4000000
+	# The receiver half-closes at once (it sends nothing back): the
+	# sender sends everything, reads EOF and exits, its socket closed.
+	xfer_finish s
+	(($(counter bytes_redirected) + $(counter bytes_passed) == total))
+	# Then its namespace goes, veth and all.
+	ip netns del "$P-c1"
+	ip -n "$P-br" link show v1 && return 1
+	touch "$TMP/go"
+	xfer_finish r
+	expect_split "$total" "$total"
+	(($(map_entries) == 0))
+}
