@@ -38,12 +38,14 @@ XFER_OBJS := tests/probes/xfer.o
 NOREAD_OBJS := tests/probes/noread.o
 FLOW_OBJS := tests/probes/flow.o
 REPAIR_OBJS := tests/probes/repair.o
+CLAIM_OBJS := tests/probes/claim.o
 SOCKBENCH_OBJS := bench/sockbench.o
 CONNHOLD_OBJS := bench/connhold.o
 OBJS := $(SOCKPROBE_OBJS) $(XFER_OBJS) $(NOREAD_OBJS) $(FLOW_OBJS) \
-	$(REPAIR_OBJS) $(SOCKBENCH_OBJS) $(CONNHOLD_OBJS)
+	$(REPAIR_OBJS) $(CLAIM_OBJS) $(SOCKBENCH_OBJS) $(CONNHOLD_OBJS)
 PROGS := tests/probes/sockprobe tests/probes/xfer tests/probes/noread \
-	tests/probes/flow tests/probes/repair bench/sockbench bench/connhold
+	tests/probes/flow tests/probes/repair tests/probes/claim bench/sockbench \
+	bench/connhold
 
 ifeq ($(V),1)
 Q :=
@@ -87,6 +89,8 @@ tests/probes/xfer: $(XFER_OBJS)
 tests/probes/noread: $(NOREAD_OBJS)
 tests/probes/flow: $(FLOW_OBJS)
 tests/probes/repair: $(REPAIR_OBJS)
+tests/probes/claim: $(CLAIM_OBJS)
+tests/probes/claim.o: bpf_sockops.h
 bench/sockbench: $(SOCKBENCH_OBJS)
 bench/connhold: $(CONNHOLD_OBJS)
 

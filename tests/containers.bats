@@ -321,3 +321,54 @@ dnat_check() {
 	expect_split "$total" "$total"
 	(($(map_entries) == 0))
 }
+
+# mirror_hex KEY_BYTES_JSON: the mirror of a struct sock_key given as
+# bpftool's list of "0x.." bytes, as one hex string: scope (8 bytes), then
+# remote_ip and local_ip (16 each), remote_port and local_port, remote_seq
+# and local_seq (4 each), swapped as in mirror_key() (bpf_maps.h).
+mirror_hex() {
+	jq -r '[.[0:8], .[24:40], .[8:24], .[44:48], .[40:44], .[52:56], .[48:52]] |
+		flatten | map(ltrimstr("0x")) | join("")' <<<"$1"
+}
+
+@test "a key another socket holds is never taken: both stay on TCP, intact, counted" {
+	local key total=$((1000000 + 1000000 + 24))
+
+	two_containers
+	load_bypass --cross-netns
+	# Hold back everything but SYNs to the server: the client becomes
+	# established (and inserted) at the SYN-ACK, the server does not.
+	ip netns exec "$P-c2" iptables -A INPUT -p tcp --dport "$PORT" ! --syn -j DROP
+	recv_in r "$P-c2" -b 198.51.100.2
+	send_in s "$P-c1" -a 198.51.100.2 -B 1000000 -R 1000000
+	for _ in $(seq 100); do
+		(($(map_entries) == 1)) && break
+		sleep 0.05
+	done
+	(($(map_entries) == 1))
+	# Meanwhile another socket takes the server's key, as the server of
+	# another namespace's connection with the same four-tuple and
+	# sequence numbers would.  claim runs outside the test's cgroup.
+	key=$(bpftool -j map dump pinned "$SOCKOPS_PIN_DIR/$PIN_MAP" | jq -c '.[0].key')
+	: >"$TMP/claim.out"
+	"$TOP/tests/probes/claim" -M "$SOCKOPS_PIN_DIR/$PIN_MAP" -k "$(mirror_hex "$key")" \
+		>"$TMP/claim.out" 2>&1 &
+	PIDS+=($!)
+	for _ in $(seq 100); do
+		grep -q claimed "$TMP/claim.out" && break
+		sleep 0.05
+	done
+	cat "$TMP/claim.out"
+	(($(map_entries) == 2))
+	# Let the server be established: it finds its key taken.
+	ip netns exec "$P-c2" iptables -D INPUT -p tcp --dport "$PORT" ! --syn -j DROP
+	xfer_finish s r
+	(($(counter collisions) == 1))
+	# The client's bytes were counted by TCP; the server, never
+	# inserted, sent by TCP unseen.
+	(($(counter bytes_redirected) == 0))
+	(($(counter bytes_passed) == 1000000 + 24))
+	(($(tcp_in s r) == total))
+	# The key and its mirror are recorded: no socket redirects to either.
+	(($(bpftool -j map dump pinned "$SOCKOPS_PIN_DIR/$PIN_COLLIDED" | jq length) == 2))
+}
