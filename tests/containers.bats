@@ -372,3 +372,17 @@ mirror_hex() {
 	# The key and its mirror are recorded: no socket redirects to either.
 	(($(bpftool -j map dump pinned "$SOCKOPS_PIN_DIR/$PIN_COLLIDED" | jq length) == 2))
 }
+
+@test "status.sh shows --cross-netns in text, JSON and Prometheus; load.sh switches it in place" {
+	load_bypass
+	"$TOP/status.sh" | grep -x "netns: *per namespace (no --cross-netns)"
+	"$TOP/status.sh" --json | jq -e '.cross_netns == false and .config.cross_netns == 0'
+	"$TOP/status.sh" --prom | grep -x 'sockops_cross_netns{pin_dir="[^"]*"} 0'
+	load_bypass --cross-netns | grep "already loaded.*across namespaces (--cross-netns)"
+	"$TOP/status.sh" | grep -x "netns: *across namespaces, loopback per namespace (--cross-netns)"
+	"$TOP/status.sh" --json | jq -e '.cross_netns == true and .config.cross_netns == 1'
+	"$TOP/status.sh" --prom | grep -x 'sockops_cross_netns{pin_dir="[^"]*"} 1'
+	# Run again without it, it is off again.
+	load_bypass
+	"$TOP/status.sh" --json | jq -e '.cross_netns == false'
+}

@@ -93,7 +93,7 @@ files() {
 	# Our own cgroup, pin directory and capacity, through the environment
 	# file, as an administrator would set them.
 	cat >>"$ENVFILE" <<EOF
-SOCKOPS_OPTS="--quiet --cgroup $TEST_CG --max-entries 4096"
+SOCKOPS_OPTS="--quiet --cgroup $TEST_CG --max-entries 4096 --cross-netns"
 SOCKOPS_PIN_DIR=$SOCKOPS_PIN_DIR
 EOF
 	unit_run ExecStart
@@ -117,7 +117,7 @@ EOF
 	# beside it, says so.
 	"$LIBEXEC/status.sh" --json | jq -e --arg cg "$TEST_CG" '
 		.loaded and .cgroups == [$cg] and .map.max_entries == 4096 and
-		.counters.bytes_redirected == 3000024'
+		.cross_netns and .counters.bytes_redirected == 3000024'
 	# A second start is a no-op, as systemctl restart after a crash.
 	run unit_run ExecStart
 	[[ $status -eq 0 && $output == *"already loaded"* ]]
