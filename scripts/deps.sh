@@ -11,7 +11,9 @@ readonly BUILD_PKGS="clang llvm libbpf-dev gcc libc6-dev make"
 readonly RUN_PKGS="bpftool iproute2 jq util-linux"
 readonly DEMO_PKGS="iperf3 tcpdump"
 # prometheus: for promtool, which checks status.sh --prom (tests/metrics.bats).
-readonly TEST_PKGS="bats sockperf curl strace nginx postgresql redis-server rsync haproxy prometheus"
+# iptables: containers.bats's NAT; podman, runc, busybox-static: its real
+# containers, from a rootfs built on the machine (no registry is reachable).
+readonly TEST_PKGS="bats sockperf curl strace nginx postgresql redis-server rsync haproxy prometheus iptables podman runc busybox-static"
 readonly BENCH_PKGS="sockperf gnuplot-nox"
 readonly VMTEST_PKGS="qemu-system-x86 busybox-static kmod cpio xz-utils"
 
