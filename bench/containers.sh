@@ -93,10 +93,12 @@ wait_port() {
 	die "nothing listens on port $1 in $C2"
 }
 
-# counters: "bytes_redirected bytes_passed" of the bypass.
+# counters: "bytes_redirected bytes_passed fallbacks" of the bypass, the
+# last one the connection directions that fell back to TCP, for any reason.
 counters() {
 	bpftool -j map dump pinned "$PIN/$PIN_STATS" | jq -r '[.[0].formatted.values[].value] |
-		"\(map(.bytes_redirected) | add) \(map(.bytes_passed) | add)"'
+		"\(map(.bytes_redirected) | add) \(map(.bytes_passed) | add) " +
+		"\(map(to_entries[] | select(.key | startswith("fallback_")) | .value) | add)"'
 }
 
 # run_test VARIANT TEST: one run on $port; prints its figure as JSON
@@ -157,12 +159,13 @@ for ((rep = 1; rep <= reps; rep++)); do
 	for t in "${tests[@]}"; do
 		for ((k = 0; k < 2; k++)); do
 			v=${VARIANTS[(k + rep) % 2]}
-			read -r r0 p0 < <(counters)
+			read -r r0 p0 f0 < <(counters)
 			next_port
 			fig=$(run_test "$v" "$t") || die "$v: $t failed"
-			read -r r1 p1 < <(counters)
+			read -r r1 p1 f1 < <(counters)
 			jq -c --arg test "$t" --arg variant "$v" --argjson rep "$rep" \
 				--argjson redirected $((r1 - r0)) --argjson passed $((p1 - p0)) \
+				--argjson fallbacks $((f1 - f0)) \
 				'. + $ARGS.named' <<<"$fig" >>"$RAW"
 		done
 	done
@@ -207,7 +210,8 @@ jq -rs --arg machine "$(nproc) CPUs, Linux $(uname -r)" \
 		($b | map(.value)) as $byp |
 		"| \($t | name) | \($tcp | median | r) (\($tcp | min | r)–\($tcp | max | r)) | " +
 		"\($byp | median | r) (\($byp | min | r)–\($byp | max | r)), " +
-		"\(($b | map(.redirected) | add) * 100 / ([($b | map(.redirected + .passed) | add), 1] | max) | round)% bypass | " +
+		"\(($b | map(.redirected) | add) * 100 / ([($b | map(.redirected + .passed) | add), 1] | max) | round)% bypass, " +
+		"\($b | map(.fallbacks) | add) fallbacks | " +
 		"\(($byp | median) / ($tcp | median) | r)× |"),
 	"",
 	(map(select(.test == "race"))[] |
