@@ -315,7 +315,12 @@ dnat_check() {
 	(($(counter bytes_redirected) + $(counter bytes_passed) == total))
 	# Then its namespace goes, veth and all.
 	ip netns del "$P-c1"
-	ip -n "$P-br" link show v1 && return 1
+	# The kernel tears the namespace down in a work queue: its veth goes.
+	for _ in $(seq 100); do
+		ip -n "$P-br" link show v1 >/dev/null 2>&1 || break
+		sleep 0.05
+	done
+	! ip -n "$P-br" link show v1
 	touch "$TMP/go"
 	xfer_finish r
 	expect_split "$total" "$total"
@@ -501,11 +506,15 @@ teardown() {
 	"$TOP/status.sh" | grep -E "on TCP|bytes_|fallback_|return_"
 	# Both ends were inserted, and every byte of the response went by the
 	# bypass, or by TCP while wget, which writes into a pipe, was more
-	# than --max-queue (8 MiB) behind: at least that much by the bypass
-	# first, and no fallback for any other reason.
+	# than the queue bound behind, and for no other reason.  The bound
+	# counts 1 KiB per message beside its bytes (MSG_OVERHEAD), and httpd
+	# writes more than 1 KiB at a time: at least half the bound's start
+	# went by the bypass before any fallback.
 	(($(counter sockets_inserted) == 2))
 	(($(counter bytes_redirected) + $(counter bytes_passed) >= size))
-	(($(counter bytes_redirected) >= 8 << 20))
+	echo "average redirected message: $(($(counter bytes_redirected) / $(counter msgs_redirected))) bytes"
+	(($(counter bytes_redirected) / $(counter msgs_redirected) > 1024))
+	(($(counter bytes_redirected) >= $("$TOP/status.sh" --json | jq .config.queue_start) / 2))
 	(($(fallbacks_for_memory) == $(counter fallback_queue)))
 	(($(counter fallback_no_peer) == 0))
 }
