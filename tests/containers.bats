@@ -410,9 +410,13 @@ podman_ready() {
 			skip "$t is not installed (scripts/deps.sh test installs podman, runc, busybox-static)"
 	done
 	[[ -x /bin/busybox ]] || skip "busybox-static is not installed"
+	PODMAN=(podman --runtime runc --cgroup-manager cgroupfs)
+	# Installed but unable to run: say why (in make vmtest, the guest's
+	# root file system, the host's, is read-only to it).
+	"${PODMAN[@]}" info >"$TMP/podman-info" 2>&1 ||
+		skip "podman cannot run here: $(grep -m1 -i error "$TMP/podman-info" || tail -n 1 "$TMP/podman-info")"
 	PODNET=sockops$$-$BATS_TEST_NUMBER
 	PODS=()
-	PODMAN=(podman --runtime runc --cgroup-manager cgroupfs)
 	ROOTFS=$TMP/rootfs
 	mkdir -p "$ROOTFS"/{bin,proc,sys,dev,etc,tmp,www} "$TMP/www"
 	cp /bin/busybox "$ROOTFS/bin/"
