@@ -323,7 +323,9 @@ dnat_check() {
 	! ip -n "$P-br" link show v1
 	touch "$TMP/go"
 	xfer_finish r
-	expect_split "$total" "$total"
+	# All redirected, but what a fallback sent by TCP (on a small guest,
+	# the host guard), as the receiver measured it.
+	expect_xfer_split "$total" 0 s r
 	(($(map_entries) == 0))
 }
 
@@ -369,10 +371,11 @@ mirror_hex() {
 	ip netns exec "$P-c2" iptables -D INPUT -p tcp --dport "$PORT" ! --syn -j DROP
 	xfer_finish s r
 	(($(counter collisions) == 1))
-	# The client's bytes were counted by TCP; the server, never
-	# inserted, sent by TCP unseen.
+	# Every byte came by TCP, as each end measured.  The server, never
+	# inserted, sent unseen; the client's sends are counted passed, at
+	# most all of them (a lower bound: docs/how-it-works.md, counters).
 	(($(counter bytes_redirected) == 0))
-	(($(counter bytes_passed) == 1000000 + 24))
+	(($(counter bytes_passed) <= 1000000 + 24))
 	(($(tcp_in s r) == total))
 	# The key and its mirror are recorded: no socket redirects to either.
 	(($(bpftool -j map dump pinned "$SOCKOPS_PIN_DIR/$PIN_COLLIDED" | jq length) == 2))
@@ -423,7 +426,12 @@ podman_ready() {
 	for t in sh cat httpd wget sha256sum sleep; do
 		ln -s busybox "$ROOTFS/bin/$t"
 	done
-	"${PODMAN[@]}" network create --subnet 198.51.100.0/24 "$PODNET" >/dev/null
+	# Its network: in make vmtest, /etc/cni/net.d is read-only.
+	"${PODMAN[@]}" network create --subnet 198.51.100.0/24 "$PODNET" \
+		>"$TMP/podman-net" 2>&1 || {
+		PODNET=
+		skip "podman cannot create a network here: $(tail -n 1 "$TMP/podman-net")"
+	}
 }
 
 # pod_run NAME IP CMD...: a container NAME at IP on our network, in the
