@@ -191,6 +191,27 @@ wait_tuples() {
 	expect_xfer_split $((2 * (12000000 + 24))) 0 sa ra sb rb
 }
 
+@test "::1 in two containers, with the same four-tuple, stays apart with --cross-netns" {
+	local a=$P-c1 b=$P-c2 tuples
+
+	two_containers
+	one_port "$a" $((PORT + 9))
+	one_port "$b" $((PORT + 9))
+	load_bypass --cross-netns
+	recv_in ra "$a" -b ::1 -Z "$TMP/go"
+	recv_in rb "$b" -b ::1 -Z "$TMP/go"
+	send_in sa "$a" -a ::1 -B 8000000 -R 4000000 -s 1
+	send_in sb "$b" -a ::1 -B 4000000 -R 8000000 -s 2
+	tuples=$(wait_tuples "$PORT" "$a" "$b")
+	echo "$tuples"
+	[[ $(sort -u <<<"$tuples") == "[::1]:$((PORT + 9)) [::1]:$PORT" ]]
+	touch "$TMP/go"
+	xfer_finish sa ra sb rb
+	(($(counter sockets_inserted) == 4))
+	(($(counter collisions) == 0))
+	expect_xfer_split $((2 * (12000000 + 24))) 0 sa ra sb rb
+}
+
 @test "two bridges with one subnet, the same four-tuple on both at once, each way: each server gets only its own bytes" {
 	local ta tb
 
