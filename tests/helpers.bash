@@ -193,17 +193,23 @@ counter() {
 
 # expect_split TOTAL CLIENT: of the TOTAL bytes sent, all were redirected
 # but some of the CLIENT bytes (what a connecting side sends) of each
-# connection that raced: at least its first send, at most all of them.
+# connection that raced: at least its first send, at most all of them.  A
+# reader that fell its queue bound behind (a busy host), or the host guard,
+# sends a stretch by TCP too: then every byte is still counted once, by
+# either counter, in any split.
 expect_split() {
-	local total=$1 client=$2 raced passed redirected
+	local total=$1 client=$2 raced passed redirected lagged
 
 	raced=$(counter fallback_no_peer)
 	passed=$(counter bytes_passed)
 	redirected=$(counter bytes_redirected)
+	lagged=$(fallbacks_for_memory)
 	echo "redirected=$redirected passed=$passed of $total;" \
 	     "raced connections: $raced x up to $client client bytes;" \
-	     "came back: $(counter return_no_peer)"
-	((passed + redirected == total && passed <= raced * client)) || return 1
+	     "came back: $(counter return_no_peer); fell behind: $lagged"
+	((passed + redirected == total)) || return 1
+	((lagged == 0)) || return 0
+	((passed <= raced * client)) || return 1
 	(((passed > 0) == (raced > 0)))
 }
 
