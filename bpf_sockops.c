@@ -204,6 +204,7 @@ static __always_inline void sockops_insert(struct bpf_sock_ops *skops, __u32 op)
 	/* A socket that connected again: its old connection is over. */
 	count_closed_on_tcp(peer);
 	backlog_release(peer);
+	opt_forget(peer);
 	mirror_key(&key, &peer->key);
 	peer->peer_sk = 0;
 	peer->fallback = FALLBACK_NONE;
@@ -464,6 +465,7 @@ int bpf_release(struct bpf_sock *sk)
 	if (!peer)
 		return 1;
 	count_closed_on_tcp(peer);
+	opt_forget(peer);
 	if (peer->in_map)
 		count_removed(peer);
 	return 1;

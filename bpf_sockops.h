@@ -96,6 +96,11 @@ enum fallback {
 	FALLBACK_QUEUE,		/* the peer had max_queue unread */
 	FALLBACK_TCP_MEM,	/* all TCP sockets held max_tcp_mem */
 	FALLBACK_BACKLOG,	/* the host's backlog reached max_tcp_mem */
+	/*
+	 * The peer set an option the bypass cannot honour after the
+	 * connection was established (bpf_sockopt.c): for good.
+	 */
+	FALLBACK_OPTION,
 };
 
 /* How many sends of a connection whose peer was not in the map look again. */
@@ -105,6 +110,7 @@ enum fallback {
 #define PEER_FOR_GOOD	(1 << 0)	/* on TCP until it closes: see bpf_redir.c */
 #define PEER_EGRESS	(1 << 1)	/* a message re-aimed at our egress: egress_end */
 #define PEER_READERS	(1 << 2)	/* the peer has two readers at once: see bpf_redir.c */
+#define PEER_OPTION	(1 << 3)	/* we are in opt_socks: see bpf_sockopt.c */
 
 /*
  * Redirected messages that found the peer's queue empty, after which the
@@ -199,6 +205,33 @@ struct bypass_stats {
 	 * the two socket counts above: a lost increment would stay in it.
 	 */
 	__u64 closed_on_tcp;
+	__u64 fallback_option;	/* the peer set an option (bpf_sockopt.c) */
+	__u64 options_set;	/* sockets that set one: added to opt_socks */
+	__u64 options_untracked;	/* of those, not added: opt_socks was full */
+};
+
+/*
+ * Options set after the handshake (bpf_sockopt.c).
+ *
+ * An option about receiving, set on socket R, concerns the bytes its peer
+ * P sends: it is P's bpf_redir that must send by TCP from then on.  The
+ * setsockopt hook runs on R and cannot reach P's storage, so R puts its own
+ * key in opt_socks, where P's bpf_redir, which holds R's key already (its
+ * peer_info.key), looks it up.  The value says which options R set
+ * (OPT_*).  R takes its key out when it closes (bpf_release).
+ *
+ * opt_gate counts R's in opt_socks, host-wide: while it is 0, bpf_redir
+ * does no hash lookup, one array load only.  Added atomically, as the
+ * socket counts: a lost increment would keep the gate open for good, a lost
+ * decrement shut with an option set.
+ */
+#define OPT_RCVLOWAT	(1 << 0)	/* SO_RCVLOWAT > 1 */
+
+/* Sockets in opt_socks at once, at most; more are counted, not seen. */
+#define MAX_OPT_SOCKS	MAX_ENTRIES
+
+struct opt_gate {
+	__u64 sockets;		/* entries in opt_socks now */
 };
 
 /*

@@ -1,0 +1,122 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * bpf_sockopt.c - see the options a socket is given after its connection
+ * is established, and send its peer's bytes by TCP when the bypass cannot
+ * honour them.
+ *
+ * bpf_sockops leaves out a socket that has SO_RCVLOWAT when it becomes
+ * established; sock_ops has no callback for a later setsockopt().  A
+ * cgroup/setsockopt program has: it runs on every setsockopt() of a socket
+ * in the cgroup, at every level and optname, under the socket lock, before
+ * the kernel acts on the option (__cgroup_bpf_run_filter_setsockopt(),
+ * 6.1 to 6.18).  It does not see 32-bit compat calls, bpf_setsockopt(), or
+ * what an accepted socket inherits from its listener (bpf_sockops sees
+ * that at ESTABLISHED).
+ *
+ * An option about receiving on this socket R concerns the bytes its peer P
+ * sends, so it is P's bpf_redir that must change its path.  This program
+ * cannot reach P: it has R's local storage, but no helper that takes P
+ * from the sockhash (a lookup returns a reference that this program type
+ * cannot release).  So R puts its own key in opt_socks and opens the gate
+ * (bpf_sockops.h); P's bpf_redir looks its peer's key up there before it
+ * redirects, and goes by TCP for good once it is found (FALLBACK_OPTION).
+ * Bytes already redirected stay in R's psock queue and are read first, as
+ * after any fallback (docs/semantics.md has the window this leaves).
+ *
+ * The program never refuses or changes an option: it returns 1, "let the
+ * kernel go on", always.
+ */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <asm/socket.h>		/* SOL_SOCKET, SO_RCVLOWAT: per-arch values */
+#include "bpf_sockops.h"
+#include "bpf_maps.h"
+
+/*
+ * The kernel copies at most a page of the option into our buffer.  For a
+ * longer one (iptables' rule blobs on raw sockets), optlen 0 tells it to
+ * use the caller's own bytes, without the warning it otherwise logs once
+ * (the kernel selftests' sockopt_sk.c does the same).
+ */
+#define OPT_BUF_MAX	4096
+
+/*
+ * The OPT_* bit for an option set on a socket, or 0 if the bypass honours
+ * it as TCP does (or it is no option of ours).
+ *
+ * SO_RCVLOWAT: TCP wakes a reader, and poll() says POLLIN, only once that
+ * many bytes are queued (sock_rcvlowat(), tcp_stream_is_readable());
+ * tcp_bpf_recvmsg() returns as soon as one message is queued, and
+ * sk_msg_is_readable() calls any queued message readable.  A negative
+ * value means INT_MAX, and 0 means 1 (sk_setsockopt(), tcp_set_rcvlowat()).
+ */
+static __always_inline __u32 option_bit(struct bpf_sockopt *ctx)
+{
+	int level = ctx->level, optname = ctx->optname, optlen = ctx->optlen;
+	void *optval = ctx->optval, *end = ctx->optval_end;
+	int val;
+
+	if (level != SOL_SOCKET || optname != SO_RCVLOWAT)
+		return 0;
+	/* The verifier wants the read inside [optval, optval_end). */
+	if (optlen < (int)sizeof(val) || optval + sizeof(val) > end)
+		return 0;
+	val = *(int *)optval;
+	return val < 0 || val > 1 ? OPT_RCVLOWAT : 0;
+}
+
+/*
+ * Put our own key in opt_socks, once, and open the gate.  Our key is our
+ * peer's, mirrored.  A full opt_socks is counted (options_untracked): the
+ * peer of that socket keeps redirecting.
+ */
+static __always_inline void opt_mark(struct peer_info *peer, __u32 bit)
+{
+	struct bypass_stats *st = stats_this_cpu();
+	struct sock_key self;
+	struct opt_gate *gate;
+	__u32 zero = 0, *have;
+
+	mirror_key(&peer->key, &self);
+	if (peer->flags & PEER_OPTION) {
+		/* Only our own programs write it, under our socket lock. */
+		have = bpf_map_lookup_elem(&opt_socks, &self);
+		if (have)
+			*have |= bit;
+		return;
+	}
+	if (bpf_map_update_elem(&opt_socks, &self, &bit, BPF_NOEXIST)) {
+		if (st)
+			st->options_untracked++;
+		return;
+	}
+	peer->flags |= PEER_OPTION;
+	gate = bpf_map_lookup_elem(&opt_gate, &zero);
+	if (gate)
+		__sync_fetch_and_add(&gate->sockets, 1);
+	if (st)
+		st->options_set++;
+}
+
+SEC("cgroup/setsockopt")
+int bpf_sockopt(struct bpf_sockopt *ctx)
+{
+	struct bpf_sock *sk = ctx->sk;
+	struct peer_info *peer;
+	__u32 bit;
+
+	if (ctx->optlen > OPT_BUF_MAX)
+		ctx->optlen = 0;
+	if (!sk)
+		return 1;
+	bit = option_bit(ctx);
+	if (!bit)
+		return 1;
+	/* Only a socket in the sockhash has this storage with in_map set. */
+	peer = bpf_sk_storage_get(&peer_keys, sk, 0, 0);
+	if (peer && peer->in_map)
+		opt_mark(peer, bit);
+	return 1;
+}
+
+char _license[] SEC("license") = "GPL";
