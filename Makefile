@@ -34,7 +34,7 @@ BPF_OBJS := $(OUTPUT)/bpf_sockops.o $(OUTPUT)/bpf_redir.o \
 # sockprobe: the framework, then one file per family of probes.
 SOCKPROBE_OBJS := $(addprefix tests/probes/, sockprobe.o sockprobe_eof.o \
 	sockprobe_read.o sockprobe_poll.o sockprobe_send.o sockprobe_close.o \
-	sockprobe_map.o sockprobe_flow.o)
+	sockprobe_map.o sockprobe_flow.o sockprobe_opts.o)
 XFER_OBJS := tests/probes/xfer.o
 NOREAD_OBJS := tests/probes/noread.o
 FLOW_OBJS := tests/probes/flow.o

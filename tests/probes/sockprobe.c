@@ -51,6 +51,8 @@
  *   sockprobe_map.c    the sockhash itself (-M): delete_queued, late_peer
  *   sockprobe_flow.c   a reader that falls behind: fallback to TCP, the way
  *                      back, and what TCP answers meanwhile
+ *   sockprobe_opts.c   options set after the handshake: the peer's sends go
+ *                      by TCP from then on
  */
 #include <fcntl.h>
 #include <linux/sockios.h>
@@ -663,6 +665,7 @@ static const struct probe *const families[] = {
 	close_probes,
 	map_probes,
 	flow_probes,
+	opts_probes,
 };
 #define N_FAMILIES (sizeof(families) / sizeof(families[0]))
 

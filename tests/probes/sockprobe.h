@@ -60,6 +60,7 @@ extern const struct probe send_probes[];
 extern const struct probe close_probes[];
 extern const struct probe map_probes[];
 extern const struct probe flow_probes[];
+extern const struct probe opts_probes[];
 
 /* --- output ------------------------------------------------------------- */
 

@@ -1,0 +1,139 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * sockprobe_opts.c - options set after the handshake, one probe per
+ * option: with the bypass loaded, bpf_sockopt sees the setsockopt() and
+ * the peer's later sends go by TCP, so the answers are TCP's.
+ *
+ * Every probe opens its pair (both ends in the sockhash, the handshake
+ * redirected), sets the option on one end, and then has the other end
+ * send.  -P reports the path of the bytes sent after the option: "tcp"
+ * both with and without the bypass.  (rcvlowat_recv and rcvlowat_poll in
+ * sockprobe_poll.c set the mark after the handshake too, with the path of
+ * their handshake.)
+ */
+#include <poll.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "sockprobe.h"
+
+/*
+ * SO_RCVLOWAT=10 set on the receiver after the handshake: 3 bytes are not
+ * readable, neither for poll() nor for a blocking reader; 10 are, and come
+ * back as one read.  on_client: the connecting end sets the mark, else the
+ * accepted one.
+ */
+static void rcvlowat(bool on_client)
+{
+	struct pair p;
+	struct stream tx = { .seed = 60 };
+	struct reader rd = { .st = { .seed = 60 }, .len = 100 };
+	int recv_fd, send_fd;
+	uint64_t before;
+
+	pair_open(&p);
+	recv_fd = on_client ? p.cli : p.srv;
+	send_fd = on_client ? p.srv : p.cli;
+	before = bytes_received(recv_fd);
+	set_int(recv_fd, SOL_SOCKET, SO_RCVLOWAT, 10);
+	/*
+	 * A reader asleep on an empty queue.  (One that found bytes below
+	 * the mark would copy them first and then wait for 10 more unread:
+	 * tcp_data_ready() compares the mark with what is unread.)
+	 */
+	rd.fd = recv_fd;
+	reader_start(&rd);
+	wait_blocked(&rd);
+	send_pat(send_fd, &tx, 3, 0);
+	wait_inq(recv_fd, 3);
+	/* TCP does not wake the reader for 3 bytes; give it the chance. */
+	wait_results(&rd, 1, 100);
+	add("small=%s", events_fmt(poll_now(recv_fd) & (POLLIN | POLLRDHUP)));
+	wait_blocked(&rd);
+	send_pat(send_fd, &tx, 7, 0);
+	wait_results(&rd, 1, WAIT_MS);
+	/* 3 more, below the mark, then EOF: TCP returns them at the FIN. */
+	send_pat(send_fd, &tx, 3, 0);
+	shutdown(send_fd, SHUT_WR);
+	reader_join(&rd, "recvs");
+	if (rd.st.off != 13)
+		data_bad = true;
+	add_data();
+	probe_path = path_of(bytes_received(recv_fd) - before, 13);
+	pair_close(&p);
+}
+
+static void probe_opt_rcvlowat(void)
+{
+	rcvlowat(false);
+}
+
+static void probe_opt_rcvlowat_client(void)
+{
+	rcvlowat(true);
+}
+
+/*
+ * The window: 3 bytes were redirected before the receiver set its mark.
+ * They stay in its psock queue and are read first: poll() calls them
+ * readable, and a read returns them alone (docs/semantics.md).  The bytes
+ * sent after the mark come by TCP.
+ */
+static void probe_opt_rcvlowat_queued(void)
+{
+	struct pair p;
+	struct stream tx = { .seed = 61 }, rx = { .seed = 61 };
+	char buf[100];
+	uint64_t before;
+	ssize_t n;
+
+	pair_open(&p);
+	before = bytes_received(p.srv);
+	send_pat(p.cli, &tx, 3, 0);
+	wait_inq(p.srv, 3);
+	set_int(p.srv, SOL_SOCKET, SO_RCVLOWAT, 10);
+	add("queued=%s", events_fmt(poll_now(p.srv) & (POLLIN | POLLRDHUP)));
+	send_pat(p.cli, &tx, 7, 0);
+	wait_events(p.srv, POLLIN);
+	n = recv(p.srv, buf, sizeof(buf), MSG_DONTWAIT);
+	add("read=%s", ret_fmt(n, errno));
+	if (n > 0)
+		check(&rx, (unsigned char *)buf, n);
+	shutdown(p.cli, SHUT_WR);
+	while ((n = recv(p.srv, buf, sizeof(buf), 0)) > 0)
+		check(&rx, (unsigned char *)buf, n);
+	if (rx.off != 10)
+		data_bad = true;
+	add_data();
+	probe_path = path_of(bytes_received(p.srv) - before, 10);
+	pair_close(&p);
+}
+
+/*
+ * For options.bats: a pair whose server set SO_RCVLOWAT, held open until
+ * stdin closes, so that status.sh can be read meanwhile.  "ready" on
+ * stderr says the mark is set.  Not in "all".
+ */
+static void probe_opt_hold(void)
+{
+	struct pair p;
+	char c;
+
+	pair_open(&p);
+	set_int(p.srv, SOL_SOCKET, SO_RCVLOWAT, 10);
+	fprintf(stderr, "ready\n");
+	alarm(0);
+	while (read(STDIN_FILENO, &c, 1) > 0)
+		;
+	add("held=1");
+	pair_close(&p);
+}
+
+const struct probe opts_probes[] = {
+	PROBE(opt_rcvlowat),
+	PROBE(opt_rcvlowat_client),
+	PROBE(opt_rcvlowat_queued),
+	{ "opt_hold", probe_opt_hold, true },
+	{}
+};
