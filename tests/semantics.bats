@@ -32,14 +32,16 @@ declare -gA KNOWN=(
 	[signal_restart]='signal_restart: recvs=-1(EAGAIN) data=ok'
 	[signal_eintr]='signal_eintr: recvs=-1(EAGAIN) data=ok'
 	# sk_msg_recvmsg() knows no SO_PEEK_OFF, MSG_TRUNC, MSG_WAITALL,
-	# SO_RCVLOWAT, and tcp_bpf_recvmsg() adds no control message.
+	# and tcp_bpf_recvmsg() adds no control message.
 	[peek_off]='peek_off: set=0 peek1=30 peek2=30 read=100 data=BAD'
 	[cmsg]='cmsg: recvmsg=100 data=ok'
 	[trunc]='trunc: trunc40=-1(EFAULT) rest=100 data=BAD'
 	[waitall]='waitall: recvs=16384,16384,16384,16384,0 data=ok'
-	[rcvlowat_recv]='rcvlowat_recv: recvs=10,100,0 data=ok'
-	# sk_msg_is_readable(): any queued message is readable.
-	[rcvlowat_poll]='rcvlowat_poll: empty=0 empty_ep=OUT data=IN data_ep=IN|OUT partial=IN partial_ep=IN|OUT read=0 read_ep=OUT more=IN more_ep=IN|OUT fin=IN|RDHUP fin_ep=IN|OUT|RDHUP both=IN|RDHUP both_ep=IN|OUT|RDHUP|HUP data=ok'
+	# Bytes redirected before the receiver set SO_RCVLOWAT stay in its
+	# psock queue: sk_msg_is_readable() calls them readable, and
+	# tcp_bpf_recvmsg() returns them alone.  (A mark set after the
+	# handshake sends the peer's later bytes by TCP: bpf_sockopt.c.)
+	[opt_rcvlowat_queued]='opt_rcvlowat_queued: queued=IN read=3 data=ok'
 	# tcp_splice_read() reads sk_receive_queue only.
 	[splice_recv]='splice_recv: splice=-1(EAGAIN) recv_after=1000 data=ok'
 	# The urgent byte is redirected inline, as ordinary data.
@@ -91,12 +93,18 @@ kernel_known() {
 declare -gA PATH_WITH_BYPASS=(
 	[rcvlowat_listener]=tcp		# bpf_sockops leaves SO_RCVLOWAT to TCP
 	[send_after_connect]=none	# no handshake: no path to report
+	# An option set after the handshake: the peer's later bytes go by TCP
+	# (bpf_sockopt.c); those it sent before were redirected.
+	[opt_rcvlowat]=tcp
+	[opt_rcvlowat_client]=tcp
+	[opt_rcvlowat_queued]=mixed
 )
 
 # probes: every probe that "all" runs (the -M probes need the bypass, the
-# fallback_ ones a small --max-queue: each has a test of its own below).
+# fallback_ ones a small --max-queue: each has a test of its own below;
+# opt_hold is options.bats').
 probes() {
-	"$PROBE" -l | grep -vxE 'delete_queued|late_peer|fallback_.*'
+	"$PROBE" -l | grep -vxE 'delete_queued|late_peer|fallback_.*|opt_hold'
 }
 
 # field LINE NAME: the value of NAME=... in a probe's line.
