@@ -98,6 +98,7 @@ declare -gA PATH_WITH_BYPASS=(
 	[opt_rcvlowat]=tcp
 	[opt_rcvlowat_client]=tcp
 	[opt_rcvlowat_queued]=mixed
+	[opt_switch]=mixed
 )
 
 # probes: every probe that "all" runs (the -M probes need the bypass, the

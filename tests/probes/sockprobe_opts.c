@@ -11,6 +11,8 @@
  * sockprobe_poll.c set the mark after the handshake too, with the path of
  * their handshake.)
  */
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <sys/socket.h>
@@ -111,6 +113,67 @@ static void probe_opt_rcvlowat_queued(void)
 }
 
 /*
+ * Bytes intact across the switch: 16 KiB are redirected and wait unread
+ * when the receiver sets SO_RCVLOWAT=2; then 4 MiB more come by TCP.  The
+ * reader gets them all in order, in pieces that cross from the psock
+ * queue to TCP's.
+ */
+static void probe_opt_switch(void)
+{
+	struct pair p;
+	struct stream rx = { .seed = 62 };
+	struct sender s = { .st = { .seed = 62 }, .len = 4 * MiB,
+			    .chunk = 64 * KiB, .after = AFTER_SHUT };
+	const char *last;
+	uint64_t before;
+
+	pair_open(&p);
+	before = bytes_received(p.srv);
+	send_pat(p.cli, &s.st, 16 * KiB, 0);
+	wait_inq(p.srv, 16 * KiB);
+	set_int(p.srv, SOL_SOCKET, SO_RCVLOWAT, 2);
+	s.fd = p.cli;
+	sender_start(&s);
+	add("bytes=%llu", (unsigned long long)drain(p.srv, &rx, odd_pieces, &last));
+	add("end=%s", last);
+	sender_join(&s);
+	add_data();
+	probe_path = path_of(bytes_received(p.srv) - before, 4 * MiB + 16 * KiB);
+	pair_close(&p);
+}
+
+/*
+ * Options the bypass honours as TCP does, set on both ends after the
+ * handshake: the connection stays on the bypass both ways.
+ */
+static void probe_opt_harmless(void)
+{
+	struct pair p;
+	struct stream a = { .seed = 63 }, b = { .seed = 64 };
+	struct stream ra = { .seed = 63 }, rb = { .seed = 64 };
+	uint64_t before;
+
+	pair_open(&p);
+	before = bytes_received(p.srv) + bytes_received(p.cli);
+	for (int i = 0; i < 2; i++) {
+		int fd = i ? p.cli : p.srv;
+
+		set_int(fd, SOL_SOCKET, SO_RCVLOWAT, 1);
+		set_int(fd, SOL_SOCKET, SO_KEEPALIVE, 1);
+		set_int(fd, IPPROTO_TCP, TCP_NODELAY, 1);
+	}
+	send_pat(p.cli, &a, 1000, 0);
+	send_pat(p.srv, &b, 1000, 0);
+	wait_inq(p.srv, 1000);
+	wait_inq(p.cli, 1000);
+	add("got=%s", R(recv_pat(p.srv, &ra, 1000, 0)));
+	add("back=%s", R(recv_pat(p.cli, &rb, 1000, 0)));
+	add_data();
+	probe_path = path_of(bytes_received(p.srv) + bytes_received(p.cli) - before, 2000);
+	pair_close(&p);
+}
+
+/*
  * For options.bats: a pair whose server set SO_RCVLOWAT, held open until
  * stdin closes, so that status.sh can be read meanwhile.  "ready" on
  * stderr says the mark is set.  Not in "all".
@@ -134,6 +197,8 @@ const struct probe opts_probes[] = {
 	PROBE(opt_rcvlowat),
 	PROBE(opt_rcvlowat_client),
 	PROBE(opt_rcvlowat_queued),
+	PROBE(opt_switch),
+	PROBE(opt_harmless),
 	{ "opt_hold", probe_opt_hold, true },
 	{}
 };
