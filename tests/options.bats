@@ -10,7 +10,7 @@
 # tests/semantics.bats compares the opt_* probes with plain TCP in v4, v6
 # and dual-stack; here are the counters and the attachment.
 
-BASE_PORT=47000
+BASE_PORT=27000
 load helpers
 
 readonly PROBE=$TOP/tests/probes/sockprobe
@@ -163,15 +163,20 @@ foreign_runs() {
 
 	load_bypass --quiet
 	# The probe holds its pair until its stdin, a FIFO, sees EOF: when fd
-	# 3, its only writer, closes.  (Read-write, so that neither open
-	# blocks; the probe does not inherit it.)
+	# 8, its only writer, closes.  (Read-write, so that neither open
+	# blocks; the probe does not inherit it.  Not spawn(): bash gives a
+	# background command /dev/null as stdin unless the command itself
+	# redirects it.)
 	mkfifo "$TMP/hold"
-	exec 3<>"$TMP/hold"
-	spawn hold "$PROBE" -p "$PORT" opt_hold <"$TMP/hold" 3<&-
+	exec 8<>"$TMP/hold"
+	cg_exec "$TEST_CG" "$PROBE" -p "$PORT" opt_hold <"$TMP/hold" 8<&- >"$TMP/hold.out" 2>&1 &
+	PIDS+=($!)
+	LAST_PID=$!
 	for _ in $(seq 100); do
-		grep -q ready "$TMP/hold.out" && break
+		grep -qx ready "$TMP/hold.out" && break
 		sleep 0.05
 	done
+	cat "$TMP/hold.out"
 	json=$("$TOP/status.sh" --json)
 	jq -c '{programs, option_sockets, warnings}' <<<"$json"
 	[[ $(jq -r .programs.setsockopt.name <<<"$json") == bpf_sockopt ]]
@@ -179,7 +184,7 @@ foreign_runs() {
 	[[ $(jq -c .warnings <<<"$json") == '[]' ]]
 	"$TOP/status.sh" | grep -x 'options:   1 socket now set an option the bypass cannot honour; their peers send by TCP (0 connection directions so far)'
 	"$TOP/status.sh" --prom | grep -E '^sockops_option_sockets\{pin_dir="[^"]*"\} 1$'
-	exec 3>&-
+	exec 8>&-
 	wait "$LAST_PID"
 	cat "$TMP/hold.out"
 	grep -qx 'opt_hold: held=1' "$TMP/hold.out"
