@@ -70,7 +70,7 @@ public_copy() {
 	[[ $output == *"must be run as root"* ]]
 	# Still loaded: nothing was detached or unpinned.
 	[[ -e $SOCKOPS_PIN_DIR/$PIN_SOCKOPS ]]
-	(($(bpftool -j cgroup show "$TEST_CG" | jq length) == 2))
+	(($(bpftool -j cgroup show "$TEST_CG" | jq length) == 3))
 }
 
 @test "a missing tool is named with its package, and nothing changes" {
