@@ -209,7 +209,7 @@ int bpf_sockmap(struct bpf_sock_ops *skops)
 char _license[] SEC("license") = "GPL";
 EOF
 	bpf_cc "$TMP/bad_sockops.c" "$TMP/obj/bpf_sockops.o"
-	cp "$TOP/bpf_redir.o" "$TMP/obj/"
+	cp "$TOP/bpf_redir.o" "$TOP/bpf_sockopt.o" "$TMP/obj/"
 
 	SOCKOPS_OBJ_DIR=$TMP/obj run "$TOP/load.sh" --cgroup "$TEST_CG"
 	echo "$output"
