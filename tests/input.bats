@@ -107,7 +107,7 @@ public_copy() {
 		findmnt -n -t bpf -o TARGET
 		[[ $(stat -f -c %T "$SOCKOPS_PIN_DIR") == bpf_fs ]]
 		test -e "$SOCKOPS_PIN_DIR/bpf_sockmap"
-		bpftool -j cgroup show "$2" | jq -e "length == 2"
+		bpftool -j cgroup show "$2" | jq -e "length == 3"
 		"$1/unload.sh"
 	' "$TOP" "$TEST_CG"
 	echo "$output"

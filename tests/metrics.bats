@@ -77,8 +77,8 @@ sample() {
 			grep -q "^# HELP sockops_${key}_total ." "$TMP/prom"
 		fi
 	done < <(jq -r '.counters | to_entries[] | "\(.key) \(.value)"' "$TMP/status.json")
-	# Nothing else: the families are the four gauges and the counters.
-	(($(grep -c '^# TYPE' "$TMP/prom") == 4 + $(jq '.counters | keys |
+	# Nothing else: the families are the five gauges and the counters.
+	(($(grep -c '^# TYPE' "$TMP/prom") == 5 + $(jq '.counters | keys |
 		(map(select(startswith("fallback_") or startswith("return_") | not)) | length) +
 		(if any(startswith("fallback_")) then 1 else 0 end) +
 		(if any(startswith("return_")) then 1 else 0 end)' "$TMP/status.json")))
