@@ -226,6 +226,9 @@ struct bypass_stats {
  * decrement shut with an option set.
  */
 #define OPT_RCVLOWAT	(1 << 0)	/* SO_RCVLOWAT > 1 */
+#define OPT_PEEK_OFF	(1 << 1)	/* SO_PEEK_OFF >= 0 */
+#define OPT_INQ		(1 << 2)	/* TCP_INQ on */
+#define OPT_TIMESTAMP	(1 << 3)	/* SO_TIMESTAMP*, receive SO_TIMESTAMPING */
 
 /* Sockets in opt_socks at once, at most; more are counted, not seen. */
 #define MAX_OPT_SOCKS	MAX_ENTRIES

@@ -13,7 +13,8 @@
  * what an accepted socket inherits from its listener (bpf_sockops sees
  * that at ESTABLISHED).
  *
- * An option about receiving on this socket R concerns the bytes its peer P
+ * An option about receiving on this socket R (SO_RCVLOWAT, SO_PEEK_OFF,
+ * TCP_INQ, SO_TIMESTAMP*: option_bit() says why each) concerns the bytes its peer P
  * sends, so it is P's bpf_redir that must change its path.  This program
  * cannot reach P: it has R's local storage, but no helper that takes P
  * from the sockhash (a lookup returns a reference that this program type
@@ -28,7 +29,8 @@
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
-#include <asm/socket.h>		/* SOL_SOCKET, SO_RCVLOWAT: per-arch values */
+#include <asm/socket.h>		/* SOL_SOCKET, SO_*: per-arch values */
+#include <linux/net_tstamp.h>	/* SOF_TIMESTAMPING_* */
 #include "bpf_sockops.h"
 #include "bpf_maps.h"
 
@@ -40,15 +42,34 @@
  */
 #define OPT_BUF_MAX	4096
 
+#define IPPROTO_TCP	6
+#define TCP_INQ		36	/* include/uapi/linux/tcp.h */
+
+/* SO_TIMESTAMPING flags under which tcp_recvmsg() adds a receive timestamp. */
+#define TSTAMP_RX	(SOF_TIMESTAMPING_RX_SOFTWARE | SOF_TIMESTAMPING_RX_HARDWARE | \
+			 SOF_TIMESTAMPING_SOFTWARE | SOF_TIMESTAMPING_RAW_HARDWARE)
+
 /*
  * The OPT_* bit for an option set on a socket, or 0 if the bypass honours
- * it as TCP does (or it is no option of ours).
+ * it as TCP does (or it is no option of ours).  Each is about receiving:
+ * it is the peer's sends that go by TCP.
  *
- * SO_RCVLOWAT: TCP wakes a reader, and poll() says POLLIN, only once that
- * many bytes are queued (sock_rcvlowat(), tcp_stream_is_readable());
- * tcp_bpf_recvmsg() returns as soon as one message is queued, and
- * sk_msg_is_readable() calls any queued message readable.  A negative
- * value means INT_MAX, and 0 means 1 (sk_setsockopt(), tcp_set_rcvlowat()).
+ * - SO_RCVLOWAT: TCP wakes a reader, and poll() says POLLIN, only once
+ *   that many bytes are queued (sock_rcvlowat(), tcp_stream_is_readable());
+ *   tcp_bpf_recvmsg() returns as soon as one message is queued, and
+ *   sk_msg_is_readable() calls any queued message readable.  A negative
+ *   value means INT_MAX, and 0 means 1 (sk_setsockopt(),
+ *   tcp_set_rcvlowat()).
+ * - SO_PEEK_OFF (TCP since 6.9, on IPv6 since 6.12): MSG_PEEK from an
+ *   offset; sk_msg_recvmsg() always peeks from the first unread byte.  -1
+ *   turns it off.  (A kernel whose TCP refuses it refuses it the same way
+ *   either path.)
+ * - TCP_INQ, SO_TIMESTAMP, SO_TIMESTAMPNS, SO_TIMESTAMPING with a receive
+ *   flag: control messages that tcp_recvmsg() adds (tcp_inq(),
+ *   tcp_recv_timestamp()) and tcp_bpf_recvmsg() does not.
+ *
+ * Each value is an int: SO_TIMESTAMPING may pass a struct so_timestamping,
+ * whose first member is the int of flags.
  */
 static __always_inline __u32 option_bit(struct bpf_sockopt *ctx)
 {
@@ -56,13 +77,30 @@ static __always_inline __u32 option_bit(struct bpf_sockopt *ctx)
 	void *optval = ctx->optval, *end = ctx->optval_end;
 	int val;
 
-	if (level != SOL_SOCKET || optname != SO_RCVLOWAT)
+	if (level != SOL_SOCKET && level != IPPROTO_TCP)
 		return 0;
 	/* The verifier wants the read inside [optval, optval_end). */
 	if (optlen < (int)sizeof(val) || optval + sizeof(val) > end)
 		return 0;
 	val = *(int *)optval;
-	return val < 0 || val > 1 ? OPT_RCVLOWAT : 0;
+	if (level == IPPROTO_TCP)
+		return optname == TCP_INQ && val ? OPT_INQ : 0;
+	switch (optname) {
+	case SO_RCVLOWAT:
+		return val < 0 || val > 1 ? OPT_RCVLOWAT : 0;
+	case SO_PEEK_OFF:
+		return val >= 0 ? OPT_PEEK_OFF : 0;
+	case SO_TIMESTAMP_OLD:
+	case SO_TIMESTAMP_NEW:
+	case SO_TIMESTAMPNS_OLD:
+	case SO_TIMESTAMPNS_NEW:
+		return val ? OPT_TIMESTAMP : 0;
+	case SO_TIMESTAMPING_OLD:
+	case SO_TIMESTAMPING_NEW:
+		return val & TSTAMP_RX ? OPT_TIMESTAMP : 0;
+	default:
+		return 0;
+	}
 }
 
 /*

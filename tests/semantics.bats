@@ -31,10 +31,10 @@ declare -gA KNOWN=(
 	[halfclose_blocking]='halfclose_blocking: req=1000 end=0 recvs=-1(EAGAIN) data=ok'
 	[signal_restart]='signal_restart: recvs=-1(EAGAIN) data=ok'
 	[signal_eintr]='signal_eintr: recvs=-1(EAGAIN) data=ok'
-	# sk_msg_recvmsg() knows no SO_PEEK_OFF, MSG_TRUNC, MSG_WAITALL,
-	# and tcp_bpf_recvmsg() adds no control message.
+	# sk_msg_recvmsg() knows no MSG_TRUNC, MSG_WAITALL, and no
+	# SO_PEEK_OFF for the bytes redirected before it was set (after it,
+	# the peer's bytes go by TCP: bpf_sockopt.c).
 	[peek_off]='peek_off: set=0 peek1=30 peek2=30 read=100 data=BAD'
-	[cmsg]='cmsg: recvmsg=100 data=ok'
 	[trunc]='trunc: trunc40=-1(EFAULT) rest=100 data=BAD'
 	[waitall]='waitall: recvs=16384,16384,16384,16384,0 data=ok'
 	# Bytes redirected before the receiver set SO_RCVLOWAT stay in its
@@ -86,6 +86,7 @@ kernel_known() {
 	if kernel_before 6.9 || { ((v6_server)) && kernel_before 6.12; }; then
 		unset 'KNOWN[peek_off]'
 		TCP_KNOWN[peek_off]='peek_off: set=-1(EOPNOTSUPP) peek1=30 peek2=30 read=100 data=BAD'
+		TCP_KNOWN[opt_peek_off]='opt_peek_off: set=-1(EOPNOTSUPP) peek1=30 peek2=30 read=100 data=BAD'
 	fi
 }
 
@@ -99,6 +100,8 @@ declare -gA PATH_WITH_BYPASS=(
 	[opt_rcvlowat_client]=tcp
 	[opt_rcvlowat_queued]=mixed
 	[opt_switch]=mixed
+	[opt_peek_off]=tcp
+	[opt_timestamping]=tcp
 )
 
 # probes: every probe that "all" runs (the -M probes need the bypass, the

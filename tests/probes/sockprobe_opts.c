@@ -11,6 +11,7 @@
  * sockprobe_poll.c set the mark after the handshake too, with the path of
  * their handshake.)
  */
+#include <linux/net_tstamp.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -174,6 +175,81 @@ static void probe_opt_harmless(void)
 }
 
 /*
+ * SO_PEEK_OFF set on the receiver after the handshake, before the peer
+ * sends: two peeks of 30 bytes give bytes 0-29, then 30-59, and a read
+ * takes all 100 (TCP since 6.9, on IPv6 since 6.12; before, both paths
+ * refuse the option and both peeks start at 0).
+ */
+static void probe_opt_peek_off(void)
+{
+	struct pair p;
+	struct stream tx = { .seed = 65 }, rx = { .seed = 65 };
+	uint64_t before;
+
+	pair_open(&p);
+	before = bytes_received(p.srv);
+	add("set=%s", R(setsockopt(p.srv, SOL_SOCKET, SO_PEEK_OFF, &(int){ 0 }, sizeof(int))));
+	send_pat(p.cli, &tx, 100, 0);
+	wait_inq(p.srv, 100);
+	add("peek1=%s", R(recv_pat(p.srv, &rx, 30, MSG_PEEK)));
+	rx.off = 30;
+	add("peek2=%s", R(recv_pat(p.srv, &rx, 30, MSG_PEEK)));
+	rx.off = 0;
+	add("read=%s", R(recv_pat(p.srv, &rx, 1000, 0)));
+	add_data();
+	probe_path = path_of(bytes_received(p.srv) - before, 100);
+	pair_close(&p);
+}
+
+/*
+ * SO_TIMESTAMPING with software receive timestamps, and SO_TIMESTAMPNS,
+ * set after the handshake: recvmsg() carries SCM_TIMESTAMPING and
+ * SCM_TIMESTAMPNS (probe cmsg, in sockprobe_read.c, has SO_TIMESTAMP and
+ * TCP_INQ).
+ */
+static void probe_opt_timestamping(void)
+{
+	union {
+		char buf[512];
+		struct cmsghdr align;
+	} ctl;
+	unsigned char data[1000];
+	struct iovec iov = { data, sizeof(data) };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+			     .msg_control = ctl.buf, .msg_controllen = sizeof(ctl) };
+	struct stream tx = { .seed = 66 }, rx = { .seed = 66 };
+	struct cmsghdr *cm;
+	struct pair p;
+	uint64_t before;
+	ssize_t r;
+
+	pair_open(&p);
+	before = bytes_received(p.srv);
+	set_int(p.srv, SOL_SOCKET, SO_TIMESTAMPING,
+		SOF_TIMESTAMPING_RX_SOFTWARE | SOF_TIMESTAMPING_SOFTWARE);
+	set_int(p.srv, SOL_SOCKET, SO_TIMESTAMPNS, 1);
+	/* Receive timestamps are turned on by a work item: let it run. */
+	msleep(20);
+	send_pat(p.cli, &tx, 100, 0);
+	wait_inq(p.srv, 100);
+	r = recvmsg(p.srv, &mh, MSG_DONTWAIT);
+	add("recvmsg=%s", ret_fmt(r, errno));
+	if (r > 0)
+		check(&rx, data, r);
+	for (cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SO_TIMESTAMPING)
+			add("timestamping=yes");
+		else if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SO_TIMESTAMPNS)
+			add("timestampns=yes");
+		else
+			add("cmsg=%d/%d", cm->cmsg_level, cm->cmsg_type);
+	}
+	add_data();
+	probe_path = path_of(bytes_received(p.srv) - before, 100);
+	pair_close(&p);
+}
+
+/*
  * For options.bats: a pair whose server set SO_RCVLOWAT, held open until
  * stdin closes, so that status.sh can be read meanwhile.  "ready" on
  * stderr says the mark is set.  Not in "all".
@@ -199,6 +275,8 @@ const struct probe opts_probes[] = {
 	PROBE(opt_rcvlowat_queued),
 	PROBE(opt_switch),
 	PROBE(opt_harmless),
+	PROBE(opt_peek_off),
+	PROBE(opt_timestamping),
 	{ "opt_hold", probe_opt_hold, true },
 	{}
 };
