@@ -14,8 +14,9 @@
  * that at ESTABLISHED).
  *
  * An option about receiving on this socket R (SO_RCVLOWAT, SO_PEEK_OFF,
- * TCP_INQ, SO_TIMESTAMP*: option_bit() says why each) concerns the bytes its peer P
- * sends, so it is P's bpf_redir that must change its path.  This program
+ * TCP_INQ, SO_TIMESTAMP*: option_bit() says why each) concerns the bytes
+ * its peer P sends, so it is P's bpf_redir that must change its path.
+ * This program
  * cannot reach P: it has R's local storage, but no helper that takes P
  * from the sockhash (a lookup returns a reference that this program type
  * cannot release).  So R puts its own key in opt_socks and opens the gate
