@@ -229,6 +229,12 @@ struct bypass_stats {
 #define OPT_PEEK_OFF	(1 << 1)	/* SO_PEEK_OFF >= 0 */
 #define OPT_INQ		(1 << 2)	/* TCP_INQ on */
 #define OPT_TIMESTAMP	(1 << 3)	/* SO_TIMESTAMP*, receive SO_TIMESTAMPING */
+/*
+ * Options about the socket's own sends: they go by TCP, and nothing needs
+ * to reach the peer (bpf_sockopt.c sets our own fallback).
+ */
+#define OPT_ZEROCOPY	(1 << 16)	/* SO_ZEROCOPY on */
+#define OPT_SENDS	OPT_ZEROCOPY
 
 /* Sockets in opt_socks at once, at most; more are counted, not seen. */
 #define MAX_OPT_SOCKS	MAX_ENTRIES

@@ -69,6 +69,14 @@
  *   flag: control messages that tcp_recvmsg() adds (tcp_inq(),
  *   tcp_recv_timestamp()) and tcp_bpf_recvmsg() does not.
  *
+ * And one about sending, OPT_SENDS: this socket's own sends go by TCP.
+ *
+ * - SO_ZEROCOPY: a send() with MSG_ZEROCOPY expects a completion on the
+ *   error queue.  A redirected message gets none (tcp_bpf_sendmsg()
+ *   copies it into an sk_msg and knows no ubuf_info), and an application
+ *   that waits for it would wait for ever; a message passed to TCP gets
+ *   one (probe opt_zerocopy, 6.18).
+ *
  * Each value is an int: SO_TIMESTAMPING may pass a struct so_timestamping,
  * whose first member is the int of flags.
  */
@@ -91,6 +99,8 @@ static __always_inline __u32 option_bit(struct bpf_sockopt *ctx)
 		return val < 0 || val > 1 ? OPT_RCVLOWAT : 0;
 	case SO_PEEK_OFF:
 		return val >= 0 ? OPT_PEEK_OFF : 0;
+	case SO_ZEROCOPY:
+		return val ? OPT_ZEROCOPY : 0;
 	case SO_TIMESTAMP_OLD:
 	case SO_TIMESTAMP_NEW:
 	case SO_TIMESTAMPNS_OLD:
@@ -137,6 +147,24 @@ static __always_inline void opt_mark(struct peer_info *peer, __u32 bit)
 		st->options_set++;
 }
 
+/*
+ * Our own sends go by TCP from now on, for good: the same state as when
+ * bpf_redir finds its peer's option (peer_set_option()).  We run under our
+ * socket lock, as bpf_redir does.
+ */
+static __always_inline void sends_by_tcp(struct peer_info *peer)
+{
+	struct bypass_stats *st;
+
+	peer->flags |= PEER_FOR_GOOD;
+	if (peer->fallback != FALLBACK_NONE)
+		return;
+	peer->fallback = FALLBACK_OPTION;
+	st = stats_this_cpu();
+	if (st)
+		st->fallback_option++;
+}
+
 SEC("cgroup/setsockopt")
 int bpf_sockopt(struct bpf_sockopt *ctx)
 {
@@ -153,7 +181,11 @@ int bpf_sockopt(struct bpf_sockopt *ctx)
 		return 1;
 	/* Only a socket in the sockhash has this storage with in_map set. */
 	peer = bpf_sk_storage_get(&peer_keys, sk, 0, 0);
-	if (peer && peer->in_map)
+	if (!peer || !peer->in_map)
+		return 1;
+	if (bit & OPT_SENDS)
+		sends_by_tcp(peer);
+	else
 		opt_mark(peer, bit);
 	return 1;
 }

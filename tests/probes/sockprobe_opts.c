@@ -11,6 +11,8 @@
  * sockprobe_poll.c set the mark after the handshake too, with the path of
  * their handshake.)
  */
+#include <time.h>
+#include <linux/errqueue.h>
 #include <linux/net_tstamp.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -250,6 +252,45 @@ static void probe_opt_timestamping(void)
 }
 
 /*
+ * SO_ZEROCOPY and a send with MSG_ZEROCOPY: TCP reports the send's
+ * completion on the error queue (on loopback the receiver's copy makes it
+ * SO_EE_CODE_ZEROCOPY_COPIED).  An application that waits for it must not
+ * hang: the wait here is one second of poll() for POLLERR.
+ */
+static void probe_opt_zerocopy(void)
+{
+	union {
+		char buf[256];
+		struct cmsghdr align;
+	} ctl;
+	struct msghdr mh = { .msg_control = ctl.buf, .msg_controllen = sizeof(ctl) };
+	struct stream tx = { .seed = 67 }, rx = { .seed = 67 };
+	struct sock_extended_err *ee;
+	unsigned char buf[1000];
+	struct cmsghdr *cm;
+	struct pair p;
+	ssize_t r;
+
+	pair_open(&p);
+	add("set=%s", R(setsockopt(p.cli, SOL_SOCKET, SO_ZEROCOPY, &(int){ 1 }, sizeof(int))));
+	pattern(tx.seed, tx.off, buf, sizeof(buf));
+	add("send=%s", R(send(p.cli, buf, sizeof(buf), MSG_ZEROCOPY)));
+	tx.off += sizeof(buf);
+	add("err=%s", events_fmt(wait_events_ms(p.cli, POLLERR, 1000) & POLLERR));
+	r = recvmsg(p.cli, &mh, MSG_ERRQUEUE | MSG_DONTWAIT);
+	add("errqueue=%s", ret_fmt(r, errno));
+	for (cm = r < 0 ? NULL : CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+		ee = (struct sock_extended_err *)CMSG_DATA(cm);
+		if (ee->ee_origin == SO_EE_ORIGIN_ZEROCOPY)
+			add("done=%u-%u%s", ee->ee_info, ee->ee_data,
+			    ee->ee_code & SO_EE_CODE_ZEROCOPY_COPIED ? ",copied" : "");
+	}
+	add("read=%s", R(recv_pat(p.srv, &rx, sizeof(buf), MSG_WAITALL)));
+	add_data();
+	pair_close(&p);
+}
+
+/*
  * For options.bats: a pair whose server set SO_RCVLOWAT, held open until
  * stdin closes, so that status.sh can be read meanwhile.  "ready" on
  * stderr says the mark is set.  Not in "all".
@@ -277,6 +318,7 @@ const struct probe opts_probes[] = {
 	PROBE(opt_harmless),
 	PROBE(opt_peek_off),
 	PROBE(opt_timestamping),
+	PROBE(opt_zerocopy),
 	{ "opt_hold", probe_opt_hold, true },
 	{}
 };
