@@ -15,9 +15,10 @@
 #include <linux/errqueue.h>
 #include <linux/net_tstamp.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
+#include <linux/tcp.h>
 #include <poll.h>
 #include <stdio.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -291,6 +292,37 @@ static void probe_opt_zerocopy(void)
 }
 
 /*
+ * getsockopt(TCP_ZEROCOPY_RECEIVE) on a mapping of the socket, with 100
+ * bytes queued: too few to map a page, so TCP maps none and says, in
+ * recv_skip_hint, how many to read with recv() instead; inq counts them.
+ * It reads sk_receive_queue only (tcp_zerocopy_receive()).
+ */
+static void probe_opt_zerocopy_receive(void)
+{
+	struct stream tx = { .seed = 68 }, rx = { .seed = 68 };
+	struct tcp_zerocopy_receive zc = {};
+	socklen_t len = sizeof(zc);
+	size_t map_len = 64 * KiB;
+	struct pair p;
+	void *map;
+
+	pair_open(&p);
+	send_pat(p.cli, &tx, 100, 0);
+	wait_inq(p.srv, 100);
+	map = mmap(NULL, map_len, PROT_READ, MAP_SHARED, p.srv, 0);
+	add("mmap=%s", map == MAP_FAILED ? ret_fmt(-1, errno) : "ok");
+	zc.address = (uintptr_t)map;
+	zc.length = map_len;
+	add("zc=%s", R(getsockopt(p.srv, IPPROTO_TCP, TCP_ZEROCOPY_RECEIVE, &zc, &len)));
+	add("mapped=%u skip=%u inq=%u", zc.length, zc.recv_skip_hint, zc.inq);
+	add("read=%s", R(recv_pat(p.srv, &rx, 1000, 0)));
+	if (map != MAP_FAILED)
+		munmap(map, map_len);
+	add_data();
+	pair_close(&p);
+}
+
+/*
  * For options.bats: a pair whose server set SO_RCVLOWAT, held open until
  * stdin closes, so that status.sh can be read meanwhile.  "ready" on
  * stderr says the mark is set.  Not in "all".
@@ -319,6 +351,7 @@ const struct probe opts_probes[] = {
 	PROBE(opt_peek_off),
 	PROBE(opt_timestamping),
 	PROBE(opt_zerocopy),
+	PROBE(opt_zerocopy_receive),
 	{ "opt_hold", probe_opt_hold, true },
 	{}
 };
