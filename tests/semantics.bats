@@ -42,6 +42,9 @@ declare -gA KNOWN=(
 	# tcp_bpf_recvmsg() returns them alone.  (A mark set after the
 	# handshake sends the peer's later bytes by TCP: bpf_sockopt.c.)
 	[opt_rcvlowat_queued]='opt_rcvlowat_queued: queued=IN read=3 data=ok'
+	# tcp_zerocopy_receive() reads sk_receive_queue only: neither maps nor
+	# counts redirected bytes.
+	[opt_zerocopy_receive]='opt_zerocopy_receive: mmap=ok zc=0 mapped=0 skip=0 inq=0 read=100 data=ok'
 	# tcp_splice_read() reads sk_receive_queue only.
 	[splice_recv]='splice_recv: splice=-1(EAGAIN) recv_after=1000 data=ok'
 	# The urgent byte is redirected inline, as ordinary data.
