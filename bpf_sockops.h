@@ -9,6 +9,7 @@
 #define __BPF_SOCKOPS_H
 
 #include <linux/types.h>
+#include <linux/net_tstamp.h>	/* SOF_TIMESTAMPING_* */
 
 /*
  * Default capacity of the sockhash: the number of sockets (two per
@@ -183,7 +184,7 @@ struct bypass_stats {
 	__u64 sockets_removed;	/* sockets that left it: see bpf_sockops.c */
 	__u64 insert_failed;	/* bpf_sock_hash_update() failed, e.g. map full */
 	__u64 insert_map_full;	/* of those, because the sockhash was full */
-	__u64 sockets_skipped;	/* left on TCP on purpose (SO_RCVLOWAT set) */
+	__u64 sockets_skipped;	/* left on TCP on purpose: an option set (SO_RCVLOWAT...) */
 	__u64 msgs_redirected;	/* sendmsg calls redirected to a peer socket */
 	__u64 bytes_redirected;	/* bytes in those messages */
 	__u64 msgs_passed;	/* sent by plain TCP: no peer, or fallen back */
@@ -229,6 +230,9 @@ struct bypass_stats {
 #define OPT_PEEK_OFF	(1 << 1)	/* SO_PEEK_OFF >= 0 */
 #define OPT_INQ		(1 << 2)	/* TCP_INQ on */
 #define OPT_TIMESTAMP	(1 << 3)	/* SO_TIMESTAMP*, receive SO_TIMESTAMPING */
+/* SO_TIMESTAMPING flags under which tcp_recvmsg() adds a receive timestamp. */
+#define OPT_TSTAMP_RX	(SOF_TIMESTAMPING_RX_SOFTWARE | SOF_TIMESTAMPING_RX_HARDWARE | \
+			 SOF_TIMESTAMPING_SOFTWARE | SOF_TIMESTAMPING_RAW_HARDWARE)
 /*
  * Options about the socket's own sends: they go by TCP, and nothing needs
  * to reach the peer (bpf_sockopt.c sets our own fallback).

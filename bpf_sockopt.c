@@ -31,7 +31,6 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include <asm/socket.h>		/* SOL_SOCKET, SO_*: per-arch values */
-#include <linux/net_tstamp.h>	/* SOF_TIMESTAMPING_* */
 #include "bpf_sockops.h"
 #include "bpf_maps.h"
 
@@ -45,10 +44,6 @@
 
 #define IPPROTO_TCP	6
 #define TCP_INQ		36	/* include/uapi/linux/tcp.h */
-
-/* SO_TIMESTAMPING flags under which tcp_recvmsg() adds a receive timestamp. */
-#define TSTAMP_RX	(SOF_TIMESTAMPING_RX_SOFTWARE | SOF_TIMESTAMPING_RX_HARDWARE | \
-			 SOF_TIMESTAMPING_SOFTWARE | SOF_TIMESTAMPING_RAW_HARDWARE)
 
 /*
  * The OPT_* bit for an option set on a socket, or 0 if the bypass honours
@@ -108,7 +103,7 @@ static __always_inline __u32 option_bit(struct bpf_sockopt *ctx)
 		return val ? OPT_TIMESTAMP : 0;
 	case SO_TIMESTAMPING_OLD:
 	case SO_TIMESTAMPING_NEW:
-		return val & TSTAMP_RX ? OPT_TIMESTAMP : 0;
+		return val & OPT_TSTAMP_RX ? OPT_TIMESTAMP : 0;
 	default:
 		return 0;
 	}

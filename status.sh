@@ -175,7 +175,7 @@ exec jq -r --arg format "$format" --argjson warn_fill "$WARN_FILL" \
 			sockets_removed: "Sockets that left the sockhash.",
 			insert_failed: "Established sockets that could not be put in the sockhash.",
 			insert_map_full: "Established sockets not put in the sockhash because it was full.",
-			sockets_skipped: "Established sockets left on TCP on purpose (SO_RCVLOWAT set).",
+			sockets_skipped: "Established sockets left on TCP on purpose (SO_RCVLOWAT or another option set).",
 			msgs_redirected: "sendmsg() calls redirected to the peer socket.",
 			bytes_redirected: "Bytes of sendmsg() calls redirected to the peer socket.",
 			msgs_passed: "sendmsg() calls of sockets in the sockhash sent by TCP.",

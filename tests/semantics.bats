@@ -96,6 +96,8 @@ kernel_known() {
 # Probes whose connection does not take the bypass even when it is loaded.
 declare -gA PATH_WITH_BYPASS=(
 	[rcvlowat_listener]=tcp		# bpf_sockops leaves SO_RCVLOWAT to TCP
+	[opt_listener]=tcp		# ... and the other options it reads
+	[opt_preconnect]=tcp
 	[send_after_connect]=none	# no handshake: no path to report
 	# An option set after the handshake: the peer's later bytes go by TCP
 	# (bpf_sockopt.c); those it sent before were redirected.

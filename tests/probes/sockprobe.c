@@ -73,6 +73,8 @@ static char mode = '4';
 static int port = 30000;
 static bool show_path;
 int listen_lowat;
+void (*listen_setup)(int fd);
+void (*client_setup)(int fd);
 const char *map_pin;
 
 /* The line being built, the probe's name and whether its data was intact. */
@@ -295,6 +297,8 @@ int listener(void)
 		die("%s: bind/listen on port %d", probe_name, port);
 	if (listen_lowat)
 		set_int(fd, SOL_SOCKET, SO_RCVLOWAT, listen_lowat);
+	if (listen_setup)
+		listen_setup(fd);
 	return fd;
 }
 
@@ -304,6 +308,8 @@ int client(void)
 	socklen_t len = fill_addr(&ss, false);
 	int fd = socket(ss.ss_family, SOCK_STREAM, 0);
 
+	if (fd >= 0 && client_setup)
+		client_setup(fd);
 	if (fd < 0 || connect(fd, (struct sockaddr *)&ss, len))
 		die("%s: connect to port %d", probe_name, port);
 	return fd;

@@ -40,6 +40,8 @@ extern const char *probe_name;
 extern bool data_bad;		/* a payload byte came wrong: "data=BAD" */
 extern const char *probe_path;	/* -P: "bypass", "tcp", "mixed" or none */
 extern int listen_lowat;	/* SO_RCVLOWAT on the listener, if not 0 */
+extern void (*listen_setup)(int fd);	/* if set: options on the listener */
+extern void (*client_setup)(int fd);	/* if set: options before connect() */
 extern const char *map_pin;	/* -M: the pinned sockhash */
 
 /* --- the probe table ------------------------------------------------------ */

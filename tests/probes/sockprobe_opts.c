@@ -323,6 +323,80 @@ static void probe_opt_zerocopy_receive(void)
 }
 
 /*
+ * Receive 100 bytes with recvmsg() and add the control messages that came
+ * with them.
+ */
+static void recv_cmsgs(int fd, struct stream *rx)
+{
+	union {
+		char buf[512];
+		struct cmsghdr align;
+	} ctl;
+	unsigned char data[1000];
+	struct iovec iov = { data, sizeof(data) };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+			     .msg_control = ctl.buf, .msg_controllen = sizeof(ctl) };
+	struct cmsghdr *cm;
+	ssize_t r;
+
+	wait_inq(fd, 100);
+	r = recvmsg(fd, &mh, MSG_DONTWAIT);
+	add("recvmsg=%s", ret_fmt(r, errno));
+	if (r > 0)
+		check(rx, data, r);
+	for (cm = r > 0 ? CMSG_FIRSTHDR(&mh) : NULL; cm; cm = CMSG_NXTHDR(&mh, cm)) {
+		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SO_TIMESTAMP)
+			add("timestamp=yes");
+		else if (cm->cmsg_level == IPPROTO_TCP && cm->cmsg_type == TCP_CM_INQ)
+			add("inq=%d", *(int *)CMSG_DATA(cm));
+		else
+			add("cmsg=%d/%d", cm->cmsg_level, cm->cmsg_type);
+	}
+}
+
+static void timestamp_inq(int fd)
+{
+	set_int(fd, SOL_SOCKET, SO_TIMESTAMP, 1);
+	set_int(fd, IPPROTO_TCP, TCP_INQ, 1);
+}
+
+/*
+ * SO_TIMESTAMP and TCP_INQ set on the listener: the accepted socket
+ * inherits them, before bpf_sockops sees it established, so it is left on
+ * TCP and its reads carry both control messages.
+ */
+static void probe_opt_listener(void)
+{
+	struct stream tx = { .seed = 69 }, rx = { .seed = 69 };
+	struct pair p;
+
+	listen_setup = timestamp_inq;
+	pair_open(&p);
+	listen_setup = NULL;
+	msleep(20);	/* receive timestamps are turned on by a work item */
+	send_pat(p.cli, &tx, 100, 0);
+	recv_cmsgs(p.srv, &rx);
+	add_data();
+	pair_close(&p);
+}
+
+/* The same, set on the client before connect(). */
+static void probe_opt_preconnect(void)
+{
+	struct stream tx = { .seed = 70 }, rx = { .seed = 70 };
+	struct pair p;
+
+	client_setup = timestamp_inq;
+	pair_open(&p);
+	client_setup = NULL;
+	msleep(20);
+	send_pat(p.srv, &tx, 100, 0);
+	recv_cmsgs(p.cli, &rx);
+	add_data();
+	pair_close(&p);
+}
+
+/*
  * For options.bats: a pair whose server set SO_RCVLOWAT, held open until
  * stdin closes, so that status.sh can be read meanwhile.  "ready" on
  * stderr says the mark is set.  Not in "all".
@@ -352,6 +426,8 @@ const struct probe opts_probes[] = {
 	PROBE(opt_timestamping),
 	PROBE(opt_zerocopy),
 	PROBE(opt_zerocopy_receive),
+	PROBE(opt_listener),
+	PROBE(opt_preconnect),
 	{ "opt_hold", probe_opt_hold, true },
 	{}
 };
