@@ -431,6 +431,52 @@ void wait_inq(int fd, int n)
 		usleep(1000);
 }
 
+/*
+ * Make sure the kernel stamps received packets before a probe asks for
+ * receive timestamps.  The first socket on the host that asks turns them
+ * on from a work item (net_enable_timestamp()), so a packet that arrives
+ * meanwhile has none; and they go off again when the last such socket
+ * closes.  So the first call opens a UDP pair on the loopback with
+ * SO_TIMESTAMP, sends datagrams until one comes with its timestamp (at
+ * most WAIT_MS), and keeps the receiver open for the life of the process:
+ * from then on timestamps stay on, and a probe's SO_TIMESTAMP takes effect
+ * at once.  UDP: the bypass never sees it.
+ */
+void timestamps_on(void)
+{
+	static int keep = -1;
+	struct sockaddr_in a = { .sin_family = AF_INET,
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(a);
+	int tx;
+
+	if (keep >= 0)
+		return;
+	keep = socket(AF_INET, SOCK_DGRAM, 0);
+	tx = socket(AF_INET, SOCK_DGRAM, 0);
+	if (keep < 0 || tx < 0 || bind(keep, (struct sockaddr *)&a, sizeof(a)) ||
+	    getsockname(keep, (struct sockaddr *)&a, &len))
+		die("timestamps_on: udp");
+	set_int(keep, SOL_SOCKET, SO_TIMESTAMP, 1);
+	for (int i = 0; i < WAIT_MS; i++) {
+		union {
+			char buf[256];
+			struct cmsghdr align;
+		} ctl;
+		char c;
+		struct iovec iov = { &c, 1 };
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+				     .msg_control = ctl.buf, .msg_controllen = sizeof(ctl) };
+
+		if (sendto(tx, "t", 1, 0, (struct sockaddr *)&a, sizeof(a)) != 1)
+			die("timestamps_on: sendto");
+		if (recvmsg(keep, &mh, 0) == 1 && CMSG_FIRSTHDR(&mh))
+			break;
+		usleep(1000);
+	}
+	close(tx);
+}
+
 /* Wait until every byte fd sent is acknowledged (SIOCOUTQ: unsent + unacked). */
 void wait_acked(int fd)
 {

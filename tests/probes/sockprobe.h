@@ -111,6 +111,7 @@ bool wait_state(int fd, int state);
 int inq(int fd);
 void wait_inq(int fd, int n);
 void wait_acked(int fd);
+void timestamps_on(void);
 short wait_events_ms(int fd, short events, int ms);
 short wait_events(int fd, short events);
 short poll_now(int fd);

@@ -226,13 +226,12 @@ static void probe_opt_timestamping(void)
 	uint64_t before;
 	ssize_t r;
 
+	timestamps_on();
 	pair_open(&p);
 	before = bytes_received(p.srv);
 	set_int(p.srv, SOL_SOCKET, SO_TIMESTAMPING,
 		SOF_TIMESTAMPING_RX_SOFTWARE | SOF_TIMESTAMPING_SOFTWARE);
 	set_int(p.srv, SOL_SOCKET, SO_TIMESTAMPNS, 1);
-	/* Receive timestamps are turned on by a work item: let it run. */
-	msleep(20);
 	send_pat(p.cli, &tx, 100, 0);
 	wait_inq(p.srv, 100);
 	r = recvmsg(p.srv, &mh, MSG_DONTWAIT);
@@ -370,10 +369,10 @@ static void probe_opt_listener(void)
 	struct stream tx = { .seed = 69 }, rx = { .seed = 69 };
 	struct pair p;
 
+	timestamps_on();
 	listen_setup = timestamp_inq;
 	pair_open(&p);
 	listen_setup = NULL;
-	msleep(20);	/* receive timestamps are turned on by a work item */
 	send_pat(p.cli, &tx, 100, 0);
 	recv_cmsgs(p.srv, &rx);
 	add_data();
@@ -386,10 +385,10 @@ static void probe_opt_preconnect(void)
 	struct stream tx = { .seed = 70 }, rx = { .seed = 70 };
 	struct pair p;
 
+	timestamps_on();
 	client_setup = timestamp_inq;
 	pair_open(&p);
 	client_setup = NULL;
-	msleep(20);
 	send_pat(p.srv, &tx, 100, 0);
 	recv_cmsgs(p.cli, &rx);
 	add_data();
