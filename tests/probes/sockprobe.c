@@ -781,6 +781,13 @@ int main(int argc, char **argv)
 	if (optind >= argc || port <= 0 || port > 65535)
 		usage();
 	signal(SIGPIPE, SIG_IGN);
+	/*
+	 * Receive timestamps on from the start, for every probe: called only
+	 * by the probes that ask for them, after reply_blocking had run in
+	 * the same process, plain TCP's cmsg came without its timestamp on
+	 * 6.18 (not understood yet).
+	 */
+	timestamps_on();
 	signal(SIGALRM, on_alarm);
 	for (int i = optind; i < argc; i++) {
 		if (!run_matching(argv[i])) {
