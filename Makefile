@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: GPL-2.0
 #
-# make            build the two BPF objects and the C programs of the tests
+# make            build the three BPF objects and the C programs of the tests
 #                 and the benchmark
-# make check      prove both objects pass the verifier (root)
+# make check      prove the objects pass the verifier (root)
 # make test       the end-to-end suite (root)
 # make demo       iperf3 with and without the bypass, side by side (root)
 # make bench      the benchmark: TCP, bypass, Unix sockets (root; QUICK=1)
@@ -28,12 +28,13 @@ CFLAGS += -D_GNU_SOURCE -I.
 LDLIBS += -pthread
 
 OUTPUT ?= .
-BPF_OBJS := $(OUTPUT)/bpf_sockops.o $(OUTPUT)/bpf_redir.o
+BPF_OBJS := $(OUTPUT)/bpf_sockops.o $(OUTPUT)/bpf_redir.o \
+	$(OUTPUT)/bpf_sockopt.o
 
 # sockprobe: the framework, then one file per family of probes.
 SOCKPROBE_OBJS := $(addprefix tests/probes/, sockprobe.o sockprobe_eof.o \
 	sockprobe_read.o sockprobe_poll.o sockprobe_send.o sockprobe_close.o \
-	sockprobe_map.o sockprobe_flow.o)
+	sockprobe_map.o sockprobe_flow.o sockprobe_opts.o)
 XFER_OBJS := tests/probes/xfer.o
 NOREAD_OBJS := tests/probes/noread.o
 FLOW_OBJS := tests/probes/flow.o
@@ -140,7 +141,7 @@ LIBEXEC ?= $(PREFIX)/lib/sockops
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 SYSCONFDIR ?= /etc
 ENVFILE := $(SYSCONFDIR)/default/sockops
-INSTALL_OBJS := bpf_sockops.o bpf_redir.o
+INSTALL_OBJS := bpf_sockops.o bpf_redir.o bpf_sockopt.o
 INSTALL_SCRIPTS := load.sh unload.sh status.sh trace_bpf_output.sh \
 	trace_lo_traffic.sh
 COMMANDS := load unload status

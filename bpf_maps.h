@@ -82,6 +82,25 @@ struct {
 	__type(value, __u32);	/* unused: the key is the mark */
 } collided SEC(".maps");
 
+/*
+ * Options set after the handshake (bpf_sockops.h): the sockets that set one
+ * the bypass cannot honour, by their own key, and how many there are.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, MAX_OPT_SOCKS);
+	__type(key, struct sock_key);
+	__type(value, __u32);	/* OPT_* */
+} opt_socks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct opt_gate);
+} opt_gate SEC(".maps");
+
 /* This CPU's counters: one lookup, then plain increments (no atomics). */
 static __always_inline struct bypass_stats *stats_this_cpu(void)
 {
@@ -132,6 +151,27 @@ static __always_inline void backlog_release(struct peer_info *peer)
 		backlog_add(-(__s64)peer->charged);
 		peer->charged = 0;
 	}
+}
+
+/*
+ * Take a socket that set an option out of opt_socks, when it closes or
+ * connects again: its key is its peer's, mirrored.
+ */
+static __always_inline void opt_forget(struct peer_info *peer)
+{
+	struct opt_gate *gate;
+	struct sock_key self;
+	__u32 zero = 0;
+
+	if (!(peer->flags & PEER_OPTION))
+		return;
+	peer->flags &= ~PEER_OPTION;
+	mirror_key(&peer->key, &self);
+	if (bpf_map_delete_elem(&opt_socks, &self))
+		return;		/* never added: opt_socks was full */
+	gate = bpf_map_lookup_elem(&opt_gate, &zero);
+	if (gate)
+		__sync_fetch_and_add(&gate->sockets, -1);
 }
 
 #endif /* __BPF_MAPS_H */

@@ -595,6 +595,9 @@ static __always_inline void fall_back(struct peer_info *peer, __u32 why,
 	case FALLBACK_TCP_MEM:
 		st->fallback_tcp_mem++;
 		break;
+	case FALLBACK_OPTION:
+		st->fallback_option++;
+		break;
 	default:
 		st->fallback_backlog++;
 		break;
@@ -625,6 +628,35 @@ static __always_inline void come_back(struct peer_info *peer,
 		st->return_backlog++;
 		break;
 	}
+}
+
+/*
+ * Whether the peer has set an option that the bypass cannot honour since
+ * the connection was established (bpf_sockopt.c): then this message and
+ * every later one go by TCP, for good (PEER_FOR_GOOD: the way back never
+ * looks).  Nothing is aimed yet, so SK_PASS sends it by TCP as it is.
+ *
+ * While no socket on the host has set one, the gate is shut and this costs
+ * one array lookup, which the verifier inlines, and one load.  Once it is
+ * open, every send looks its peer's key up in opt_socks, one hash lookup.
+ * A connection already on TCP for another reason keeps that reason in its
+ * counters; it only loses its way back.
+ */
+static __always_inline int peer_set_option(struct peer_info *peer,
+					   struct bypass_stats *st)
+{
+	struct opt_gate *gate;
+	__u32 zero = 0;
+
+	gate = bpf_map_lookup_elem(&opt_gate, &zero);
+	if (!gate || !*(volatile __u64 *)&gate->sockets)
+		return 0;
+	if (!bpf_map_lookup_elem(&opt_socks, &peer->key))
+		return 0;
+	peer->flags |= PEER_FOR_GOOD;
+	if (peer->fallback == FALLBACK_NONE)
+		fall_back(peer, FALLBACK_OPTION, st);
+	return 1;
 }
 
 /*
@@ -748,6 +780,8 @@ int bpf_redir(struct sk_msg_md *msg)
 
 	peer = bpf_sk_storage_get(&peer_keys, sk, 0, 0);
 	if (!peer || peer->flags & PEER_FOR_GOOD)
+		goto tcp;
+	if (peer_set_option(peer, st))
 		goto tcp;
 	me = our_sock(msg, sk);
 	if (!me)

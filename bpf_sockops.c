@@ -246,6 +246,7 @@ static __always_inline void sockops_insert(struct bpf_sock_ops *skops, __u32 op)
 	/* A socket that connected again: its old connection is over. */
 	count_closed_on_tcp(peer);
 	backlog_release(peer);
+	opt_forget(peer);
 	mirror_key(&key, &peer->key);
 	peer->peer_sk = 0;
 	peer->fallback = FALLBACK_NONE;
@@ -449,7 +450,30 @@ struct sock_cgroup_data {
 
 struct sock {
 	struct sock_cgroup_data sk_cgrp_data;
+	int sk_peek_off;
+	unsigned long sk_flags;	/* until it moved into sock_common */
+	__u32 sk_tsflags;	/* a __u16 before 6.5: libbpf sizes the load */
 } __attribute__((preserve_access_index));
+
+/* Newer kernels keep sk_flags in struct sock_common, as skc_flags. */
+struct sock_common___flags {
+	unsigned long skc_flags;
+} __attribute__((preserve_access_index));
+
+struct sock___flags {
+	struct sock_common___flags __sk_common;
+} __attribute__((preserve_access_index));
+
+struct tcp_sock {
+	__u8 recvmsg_inq:1;
+} __attribute__((preserve_access_index));
+
+/* Bits of sk_flags (include/net/sock.h); libbpf takes their values from BTF. */
+enum sock_flags {
+	SOCK_RCVTSTAMP = 11,
+	SOCK_RCVTSTAMPNS = 12,
+	SOCK_ZEROCOPY = 18,
+};
 
 static __always_inline struct kernfs_node *kn_parent(struct kernfs_node *kn)
 {
@@ -503,6 +527,48 @@ static __always_inline int skip_cgroup(struct bpf_sock_ops *skops)
 	return 0;
 }
 
+static __always_inline int sk_flag(struct sock *s, unsigned long bit)
+{
+	unsigned long flags;
+
+	/* Resolved at load time: the branch this kernel lacks is dead code. */
+	if (bpf_core_field_exists(struct sock_common___flags, skc_flags))
+		flags = ((struct sock___flags *)s)->__sk_common.skc_flags;
+	else
+		flags = s->sk_flags;
+	return (flags >> bit) & 1;
+}
+
+/*
+ * True if the socket has, when it becomes established, an option that the
+ * bypass cannot honour besides SO_RCVLOWAT (has_rcvlowat()): set before
+ * connect(), or inherited from the listener by an accepted socket.  Then
+ * it is left on TCP, as for SO_RCVLOWAT.  bpf_sockopt sees those set
+ * later, but not these: the socket had no storage then.  bpf_getsockopt()
+ * cannot read them (its list of options has none), so we read the fields
+ * that setsockopt() sets, through bpf_skc_to_tcp_sock() as skip_cgroup()
+ * does: SO_PEEK_OFF, SO_TIMESTAMP(NS), SO_TIMESTAMPING with a receive
+ * flag, SO_ZEROCOPY, TCP_INQ (bpf_sockopt.c says why each).
+ */
+static __always_inline int has_options(struct bpf_sock_ops *skops)
+{
+	struct bpf_sock *sk = CTX_READ(skops->sk);
+	struct sock *s;
+
+	if (!sk)
+		return 0;
+	s = (struct sock *)bpf_skc_to_tcp_sock(sk);
+	if (!s)
+		return 0;
+	if (s->sk_peek_off >= 0 || s->sk_tsflags & OPT_TSTAMP_RX)
+		return 1;
+	if (sk_flag(s, bpf_core_enum_value(enum sock_flags, SOCK_RCVTSTAMP)) ||
+	    sk_flag(s, bpf_core_enum_value(enum sock_flags, SOCK_RCVTSTAMPNS)) ||
+	    sk_flag(s, bpf_core_enum_value(enum sock_flags, SOCK_ZEROCOPY)))
+		return 1;
+	return BPF_CORE_READ_BITFIELD((struct tcp_sock *)s, recvmsg_inq);
+}
+
 SEC("sockops")
 int bpf_sockmap(struct bpf_sock_ops *skops)
 {
@@ -523,7 +589,7 @@ int bpf_sockmap(struct bpf_sock_ops *skops)
 		} else if (skip_cgroup(skops)) {
 			if (st)
 				st->sockets_skipped_cgroup++;
-		} else if (has_rcvlowat(skops)) {
+		} else if (has_rcvlowat(skops) || has_options(skops)) {
 			if (st)
 				st->sockets_skipped++;
 		} else {
@@ -554,6 +620,7 @@ int bpf_release(struct bpf_sock *sk)
 	if (!peer)
 		return 1;
 	count_closed_on_tcp(peer);
+	opt_forget(peer);
 	if (peer->in_map)
 		count_removed(peer);
 	return 1;

@@ -9,6 +9,7 @@
 #define __BPF_SOCKOPS_H
 
 #include <linux/types.h>
+#include <linux/net_tstamp.h>	/* SOF_TIMESTAMPING_* */
 
 /*
  * Default capacity of the sockhash: the number of sockets (two per
@@ -103,6 +104,11 @@ enum fallback {
 	FALLBACK_QUEUE,		/* the peer had max_queue unread */
 	FALLBACK_TCP_MEM,	/* all TCP sockets held max_tcp_mem */
 	FALLBACK_BACKLOG,	/* the host's backlog reached max_tcp_mem */
+	/*
+	 * The peer set an option the bypass cannot honour after the
+	 * connection was established (bpf_sockopt.c): for good.
+	 */
+	FALLBACK_OPTION,
 };
 
 /* How many sends of a connection whose peer was not in the map look again. */
@@ -113,6 +119,7 @@ enum fallback {
 #define PEER_EGRESS	(1 << 1)	/* a message re-aimed at our egress: egress_end */
 #define PEER_READERS	(1 << 2)	/* the peer has two readers at once: see bpf_redir.c */
 #define PEER_CHECKED	(1 << 3)	/* our peer's key is in no collision */
+#define PEER_OPTION	(1 << 4)	/* we are in opt_socks: see bpf_sockopt.c */
 
 /*
  * Redirected messages that found the peer's queue empty, after which the
@@ -185,7 +192,7 @@ struct bypass_stats {
 	__u64 sockets_removed;	/* sockets that left it: see bpf_sockops.c */
 	__u64 insert_failed;	/* bpf_sock_hash_update() failed, e.g. map full */
 	__u64 insert_map_full;	/* of those, because the sockhash was full */
-	__u64 sockets_skipped;	/* left on TCP on purpose (SO_RCVLOWAT set) */
+	__u64 sockets_skipped;	/* left on TCP on purpose: an option set (SO_RCVLOWAT...) */
 	__u64 msgs_redirected;	/* sendmsg calls redirected to a peer socket */
 	__u64 bytes_redirected;	/* bytes in those messages */
 	__u64 msgs_passed;	/* sent by plain TCP: no peer, or fallen back */
@@ -215,6 +222,45 @@ struct bypass_stats {
 	__u64 collisions;
 	/* Sockets made ESTABLISHED by TCP_REPAIR, never inserted. */
 	__u64 repair_refused;
+	__u64 fallback_option;	/* the peer set an option (bpf_sockopt.c) */
+	__u64 options_set;	/* sockets that set one: added to opt_socks */
+	__u64 options_untracked;	/* of those, not added: opt_socks was full */
+};
+
+/*
+ * Options set after the handshake (bpf_sockopt.c).
+ *
+ * An option about receiving, set on socket R, concerns the bytes its peer
+ * P sends: it is P's bpf_redir that must send by TCP from then on.  The
+ * setsockopt hook runs on R and cannot reach P's storage, so R puts its own
+ * key in opt_socks, where P's bpf_redir, which holds R's key already (its
+ * peer_info.key), looks it up.  The value says which options R set
+ * (OPT_*).  R takes its key out when it closes (bpf_release).
+ *
+ * opt_gate counts R's in opt_socks, host-wide: while it is 0, bpf_redir
+ * does no hash lookup, one array load only.  Added atomically, as the
+ * socket counts: a lost increment would keep the gate open for good, a lost
+ * decrement shut with an option set.
+ */
+#define OPT_RCVLOWAT	(1 << 0)	/* SO_RCVLOWAT > 1 */
+#define OPT_PEEK_OFF	(1 << 1)	/* SO_PEEK_OFF >= 0 */
+#define OPT_INQ		(1 << 2)	/* TCP_INQ on */
+#define OPT_TIMESTAMP	(1 << 3)	/* SO_TIMESTAMP*, receive SO_TIMESTAMPING */
+/* SO_TIMESTAMPING flags under which tcp_recvmsg() adds a receive timestamp. */
+#define OPT_TSTAMP_RX	(SOF_TIMESTAMPING_RX_SOFTWARE | SOF_TIMESTAMPING_RX_HARDWARE | \
+			 SOF_TIMESTAMPING_SOFTWARE | SOF_TIMESTAMPING_RAW_HARDWARE)
+/*
+ * Options about the socket's own sends: they go by TCP, and nothing needs
+ * to reach the peer (bpf_sockopt.c sets our own fallback).
+ */
+#define OPT_ZEROCOPY	(1 << 16)	/* SO_ZEROCOPY on */
+#define OPT_SENDS	OPT_ZEROCOPY
+
+/* Sockets in opt_socks at once, at most; more are counted, not seen. */
+#define MAX_OPT_SOCKS	MAX_ENTRIES
+
+struct opt_gate {
+	__u64 sockets;		/* entries in opt_socks now */
 };
 
 /*

@@ -20,12 +20,17 @@ readonly PIN_REDIR=bpf_redir
 readonly PIN_SKIP_PORTS=skip_ports
 readonly PIN_SKIP_CGROUPS=skip_cgroups
 readonly PIN_COLLIDED=collided
+readonly PIN_SOCKOPT=bpf_sockopt
+readonly PIN_OPT_SOCKS=opt_socks
+readonly PIN_OPT_GATE=opt_gate
 # load.sh creates the sockhash here, then loads bpf_sockops.o onto it.
 readonly PIN_MAP_NEW=sock_ops_map_new
 # Every map of bpf_maps.h: bpf_sockops.o creates and pins them all, and
-# bpf_redir.o must reuse each one, or libbpf would create a second copy.
+# bpf_redir.o and bpf_sockopt.o must reuse each one, or libbpf would create
+# a second copy.
 readonly PIN_MAPS=("$PIN_MAP" "$PIN_PEERS" "$PIN_STATS" "$PIN_CONFIG"
-	"$PIN_BACKLOG" "$PIN_SKIP_PORTS" "$PIN_SKIP_CGROUPS" "$PIN_COLLIDED")
+	"$PIN_BACKLOG" "$PIN_SKIP_PORTS" "$PIN_SKIP_CGROUPS" "$PIN_COLLIDED"
+	"$PIN_OPT_SOCKS" "$PIN_OPT_GATE")
 
 die()  { echo "${0##*/}: error: $*" >&2; exit 1; }
 warn() { echo "${0##*/}: warning: $*" >&2; }

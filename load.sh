@@ -6,14 +6,17 @@
 # Steps, all undone if one fails:
 #   1. create the sockhash, --max-entries large, and pin it
 #   2. load bpf_sockops.o onto it, pin its two programs and its other maps
-#   3. load bpf_redir.o, reusing the pinned maps (never a second sockhash)
+#   3. load bpf_redir.o and bpf_sockopt.o, reusing the pinned maps (never a
+#      second sockhash)
 #   4. attach bpf_redir to the sockhash as its sk_msg verdict
-#   5. attach bpf_release to the cgroup as sock_release, and
-#   6. bpf_sockmap as sock_ops, both with "multi" so that other programs on
-#      the cgroup keep running
-# Step 4 comes before step 6: a socket takes the map's programs when it is
-# inserted, so the verdict must be in place before the first insert.  Step 5
-# comes before step 6 too, so that no inserted socket closes unseen.  The
+#   5. attach bpf_release to the cgroup as sock_release,
+#   6. bpf_sockopt as setsockopt, and
+#   7. bpf_sockmap as sock_ops, all three with "multi" so that other
+#      programs on the cgroup keep running
+# Step 4 comes before step 7: a socket takes the map's programs when it is
+# inserted, so the verdict must be in place before the first insert.  Steps
+# 5 and 6 come before step 7 too, so that no inserted socket closes, or sets
+# an option, unseen.  The
 # skip lists are filled before step 6 too.  Run again on a loaded bypass,
 # --skip-ports and --skip-cgroup replace the lists in place (for new
 # connections; open ones keep what they have).
@@ -23,6 +26,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 readonly OBJ_DIR=${SOCKOPS_OBJ_DIR:-$TOP_DIR}
 readonly SOCKOPS_OBJ=$OBJ_DIR/bpf_sockops.o
 readonly REDIR_OBJ=$OBJ_DIR/bpf_redir.o
+readonly SOCKOPT_OBJ=$OBJ_DIR/bpf_sockopt.o
 readonly MIN_KERNEL=6.1
 readonly PAGE_SIZE=$(getconf PAGESIZE)
 # --max-entries bounds.  The kernel allocates the sockhash's buckets up
@@ -179,7 +183,7 @@ fi
 
 need_root "${ARGS[@]}"
 need_tools bpftool jq findmnt
-for obj in "$SOCKOPS_OBJ" "$REDIR_OBJ"; do
+for obj in "$SOCKOPS_OBJ" "$REDIR_OBJ" "$SOCKOPT_OBJ"; do
 	[[ -f $obj ]] || die "$obj not found: build it first with 'make'"
 done
 
@@ -339,13 +343,14 @@ settings() {
 	echo "queue bound: $q; host guard: $h$( ((cross_netns)) && echo "; across namespaces (--cross-netns)")"
 }
 
-# Already loaded?  Done if both cgroup programs are attached where asked
+# Already loaded?  Done if the three cgroup programs are attached where asked
 # (refuse if elsewhere, or if --max-entries asks for another capacity: a
 # live sockhash cannot be resized); clear a half-done load left by a crash.
 if [[ -e $pin ]]; then
 	where=$(attached_cgroups "$(prog_id "$pin/$PIN_SOCKOPS")")
 	rwhere=$(attached_cgroups "$(prog_id "$pin/$PIN_RELEASE")")
-	if [[ -n $where && $rwhere == "$where" ]]; then
+	owhere=$(attached_cgroups "$(prog_id "$pin/$PIN_SOCKOPT")")
+	if [[ -n $where && $rwhere == "$where" && $owhere == "$where" ]]; then
 		[[ $where == "$cgroup" ]] ||
 			die "already loaded from $pin and attached to $where; run unload.sh first, or use another --pin-dir"
 		have=$(bpftool -j map show pinned "$pin/$PIN_MAP" | jq .max_entries)
@@ -367,7 +372,7 @@ fi
 # A program attached without "multi" (exclusively) forbids any other of its
 # type; say so before changing anything.
 excl=$(bpftool -j cgroup show "$cgroup" 2>/dev/null |
-	jq -r '.[] | select((.attach_type | test("sock_ops|sock_release")) and .attach_flags != "multi") | "\(.attach_type) program \(.name) (id \(.id))"')
+	jq -r '.[] | select((.attach_type | test("sock_ops|sock_release|setsockopt")) and .attach_flags != "multi") | "\(.attach_type) program \(.name) (id \(.id))"')
 [[ -z $excl ]] ||
 	die "$cgroup has $excl attached without 'multi' (exclusively): the kernel allows no second program of its type there; detach it or use --cgroup"
 
@@ -415,12 +420,16 @@ rm -f "$pin/$PIN_MAP_NEW"
 mapfile -t reuse < <(reuse_map_args "$pin")
 run "load $REDIR_OBJ" \
 	bpftool prog load "$REDIR_OBJ" "$pin/$PIN_REDIR" "${reuse[@]}"
+run "load $SOCKOPT_OBJ" \
+	bpftool prog load "$SOCKOPT_OBJ" "$pin/$PIN_SOCKOPT" "${reuse[@]}"
 run "write the settings to $pin/$PIN_CONFIG" write_config
 run "fill the skip lists" set_skip_lists "$pin"
 run "attach $PIN_REDIR as sk_msg_verdict" \
 	bpftool prog attach pinned "$pin/$PIN_REDIR" sk_msg_verdict pinned "$pin/$PIN_MAP"
 run "attach $PIN_RELEASE to $cgroup" \
 	bpftool cgroup attach "$cgroup" cgroup_inet_sock_release pinned "$pin/$PIN_RELEASE" multi
+run "attach $PIN_SOCKOPT to $cgroup" \
+	bpftool cgroup attach "$cgroup" cgroup_setsockopt pinned "$pin/$PIN_SOCKOPT" multi
 run "attach $PIN_SOCKOPS to $cgroup" \
 	bpftool cgroup attach "$cgroup" cgroup_sock_ops pinned "$pin/$PIN_SOCKOPS" multi
 

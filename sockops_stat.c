@@ -20,8 +20,10 @@
  *   the path of each skipped cgroup found on the way through the tree;
  * - the page size, the pages TCP holds now (/proc/net/sockstat) and
  *   whether TCP is under memory pressure (/proc/net/protocols);
- * - the cgroups that bpf_sockmap and bpf_release are attached to, by
- *   querying each cgroup v2 directory for those two attach types only;
+ * - the cgroups that bpf_sockmap, bpf_release and bpf_sockopt are attached
+ *   to, by querying each cgroup v2 directory for those attach types only;
+ * - the option gate: how many sockets set an option the bypass cannot
+ *   honour (bpf_sockopt.c);
  * - with --walk, the sockhash's entries counted one key at a time (slow at
  *   a million entries, for checking the counters).
  *
@@ -41,7 +43,7 @@
 #include <bpf/libbpf.h>
 
 static const char *pin_dir;
-static __u32 sockops_id, release_id;
+static __u32 sockops_id, release_id, sockopt_id;
 
 /* The skipped cgroups' IDs (inode numbers), and their paths once found. */
 #define MAX_SKIP 64
@@ -321,8 +323,8 @@ static int attached(int fd, enum bpf_attach_type type, __u32 id)
 }
 
 /* The cgroups found so far, printed at the end. */
-static char **cg_sockops, **cg_release;
-static int n_sockops, n_release;
+static char **cg_sockops, **cg_release, **cg_sockopt;
+static int n_sockops, n_release, n_sockopt;
 
 static int add_cgroup(char ***list, int *n, const char *path)
 {
@@ -353,6 +355,8 @@ static int visit_cgroup(const char *path, const struct stat *sb, int flag,
 		err = add_cgroup(&cg_sockops, &n_sockops, path);
 	if (!err && attached(fd, BPF_CGROUP_INET_SOCK_RELEASE, release_id))
 		err = add_cgroup(&cg_release, &n_release, path);
+	if (!err && attached(fd, BPF_CGROUP_SETSOCKOPT, sockopt_id))
+		err = add_cgroup(&cg_sockopt, &n_sockopt, path);
 	close(fd);
 	return err;
 }
@@ -411,6 +415,8 @@ int main(int argc, char **argv)
 	release_id = show_prog("sock_release", "bpf_release");
 	putchar(',');
 	show_prog("sk_msg", "bpf_redir");
+	putchar(',');
+	sockopt_id = show_prog("setsockopt", "bpf_sockopt");
 	printf("},");
 	err |= show_map("sock_ops_map", walk);
 	putchar(',');
@@ -420,6 +426,8 @@ int main(int argc, char **argv)
 	putchar(',');
 	err |= show_array("backlog", "backlog");
 	putchar(',');
+	show_array("opt_gate", "opt_gate");
+	putchar(',');
 	show_hash("skip_ports", "skip_ports", 0);
 	putchar(',');
 	show_hash("skip_cgroups", "skip_cgroups", 1);
@@ -427,7 +435,7 @@ int main(int argc, char **argv)
 	       sysconf(_SC_PAGESIZE), tcp_mem_pages(), tcp_pressure());
 
 	root = cgroup2_root();
-	if (root && (sockops_id || release_id || n_skip) &&
+	if (root && (sockops_id || release_id || sockopt_id || n_skip) &&
 	    nftw(root, visit_cgroup, 32, FTW_PHYS | FTW_MOUNT)) {
 		fprintf(stderr, "sockops_stat: cannot walk %s: %s\n", root,
 			strerror(errno));
@@ -437,6 +445,8 @@ int main(int argc, char **argv)
 	show_list("cgroups", cg_sockops, n_sockops);
 	putchar(',');
 	show_list("release_cgroups", cg_release, n_release);
+	putchar(',');
+	show_list("sockopt_cgroups", cg_sockopt, n_sockopt);
 	printf(",\"skip_cgroup_paths\":{");
 	for (i = 0; i < n_skip; i++) {
 		printf("%s\"%llu\":", i ? "," : "", skip_ids[i]);

@@ -104,6 +104,7 @@ exec jq -r --arg format "$format" --argjson warn_fill "$WARN_FILL" \
 				tcp_pressure: (if .tcp_pressure < 0 then null else .tcp_pressure == 1 end),
 				backlog_now: ((.backlog.units // 0) * 65536),
 				on_tcp: ([$fell - $back - (.counters.closed_on_tcp // 0), 0] | max),
+				option_sockets: (.opt_gate.sockets // 0),
 				skip_ports: (.skip_ports | sort_by(.key) | map({port: .key, sockets})),
 				skip_cgroups: (.skip_cgroup_paths as $p | .skip_cgroups | sort_by(.key) |
 					map({id: .key, path: $p[.key | tostring], sockets})),
@@ -116,6 +117,9 @@ exec jq -r --arg format "$format" --argjson warn_fill "$WARN_FILL" \
 					else empty end,
 					if (.cgroups | length > 0) and .release_cgroups != .cgroups then
 						"bpf_release is not attached where bpf_sockmap is, so the socket count is wrong: run unload.sh, then load.sh"
+					else empty end,
+					if (.cgroups | length > 0) and .sockopt_cgroups != .cgroups then
+						"bpf_sockopt is not attached where bpf_sockmap is, so options set after the handshake are not seen: run unload.sh, then load.sh"
 					else empty end,
 					if .map.walked != null and .map.walked != $n then
 						"the sockhash holds \(.map.walked) sockets, the counters say \($n)"
@@ -137,7 +141,7 @@ exec jq -r --arg format "$format" --argjson warn_fill "$WARN_FILL" \
 			"bypass:    \(if .loaded then "loaded" else "pinned but not attached to any cgroup" end)",
 			"pin dir:   \(.pin_dir)",
 			"cgroup:    \(if .loaded then .cgroups | join(", ") else "-" end)",
-			"programs:  \(.programs.sock_ops.name) (sock_ops, id \(.programs.sock_ops.id)), \(.programs.sock_release.name // "-") (sock_release, id \(.programs.sock_release.id // "-")), \(.programs.sk_msg.name // "-") (sk_msg, id \(.programs.sk_msg.id // "-"))",
+			"programs:  \(.programs.sock_ops.name) (sock_ops, id \(.programs.sock_ops.id)), \(.programs.sock_release.name // "-") (sock_release, id \(.programs.sock_release.id // "-")), \(.programs.sk_msg.name // "-") (sk_msg, id \(.programs.sk_msg.id // "-")), \(.programs.setsockopt.name // "-") (setsockopt, id \(.programs.setsockopt.id // "-"))",
 			"sockhash:  \(.map.name) (id \(.map.id)): \(.map.sockets) sockets now, capacity \(.map.max_entries) (\(.map.fill * 1000 | floor / 10)% full)" +
 				if .map.walked != null then "; \(.map.walked) counted one by one" else "" end,
 			"           \(.map.insert_map_full) inserts failed because it was full",
@@ -145,6 +149,7 @@ exec jq -r --arg format "$format" --argjson warn_fill "$WARN_FILL" \
 			"netns:     \(if .cross_netns then "across namespaces, loopback per namespace (--cross-netns)" else "per namespace (no --cross-netns)" end)",
 			"queue:     \(if (.config.max_queue // 0) > 0 then "\(if (.config.queue_start // .config.max_queue) < .config.max_queue then "\(.config.queue_start | size), growing to " else "" end)\(.config.max_queue | size) per connection (--max-queue)" else "no bound (--max-queue 0)" end)\(if .config.queue_bound_works then "" else "; this kernel may not count redirected bytes: see load.sh" end)",
 			"on TCP:    \(.on_tcp) connection direction\(if .on_tcp == 1 then "" else "s" end) now (fell back \([.counters | to_entries[] | select(.key | startswith("fallback_")) | .value] | add // 0) times, came back \([.counters | to_entries[] | select(.key | startswith("return_")) | .value] | add // 0))",
+			"options:   \(.option_sockets) socket\(if .option_sockets == 1 then "" else "s" end) now set an option the bypass cannot honour; their peers send by TCP (\(.counters.fallback_option // 0) connection directions so far)",
 			"host:      \(if (.config.max_tcp_mem // 0) > 0 then "\(.config.max_tcp_mem | size) of TCP memory (--max-tcp-mem)" else "no guard (--max-tcp-mem 0)" end); now TCP holds \(.tcp_mem_now | size)\(if .tcp_pressure then " (under memory pressure: connections go by TCP)" else "" end), the bypass queues \(.backlog_now | size)",
 			if (.skip_ports | length) + (.skip_cgroups | length) == 0 then
 				"skip:      none"
@@ -172,14 +177,16 @@ exec jq -r --arg format "$format" --argjson warn_fill "$WARN_FILL" \
 			sockets_removed: "Sockets that left the sockhash.",
 			insert_failed: "Established sockets that could not be put in the sockhash.",
 			insert_map_full: "Established sockets not put in the sockhash because it was full.",
-			sockets_skipped: "Established sockets left on TCP on purpose (SO_RCVLOWAT set).",
+			sockets_skipped: "Established sockets left on TCP on purpose (SO_RCVLOWAT or another option set).",
 			msgs_redirected: "sendmsg() calls redirected to the peer socket.",
 			bytes_redirected: "Bytes of sendmsg() calls redirected to the peer socket.",
 			msgs_passed: "sendmsg() calls of sockets in the sockhash sent by TCP.",
 			bytes_passed: "Bytes of sendmsg() calls of sockets in the sockhash sent by TCP.",
 			closed_on_tcp: "Sockets that closed while their sends went by TCP.",
 			collisions: "Established sockets whose key another socket held: both stay on TCP.",
-			repair_refused: "Sockets made ESTABLISHED by TCP_REPAIR, never put in the sockhash."
+			repair_refused: "Sockets made ESTABLISHED by TCP_REPAIR, never put in the sockhash.",
+			options_set: "Sockets in the sockhash that set an option the bypass cannot honour, after the handshake.",
+			options_untracked: "Of those, sockets not tracked because opt_socks was full: their peers kept redirecting."
 		};
 		def metric($name; $type; $help; $samples):
 			"# HELP sockops_\($name) \($help)",
@@ -201,6 +208,9 @@ exec jq -r --arg format "$format" --argjson warn_fill "$WARN_FILL" \
 			metric("on_tcp"; "gauge";
 			       "Connection directions whose sends go by TCP now: fell back, not back yet.";
 			       [{l: $l, v: .on_tcp}]),
+			metric("option_sockets"; "gauge";
+			       "Open sockets that set an option the bypass cannot honour: their peers send by TCP.";
+			       [{l: $l, v: .option_sockets}]),
 			(.counters | to_entries[] |
 				select(.key | (startswith("fallback_") or startswith("return_")) | not) |
 				metric("\(.key)_total"; "counter";

@@ -58,8 +58,11 @@ detach() {
 	done <<<"$(attached_cgroups "$id")"
 }
 
-# 6, 5. sock_ops first, so no socket is inserted once sock_release is gone.
+# 7, 6, 5. sock_ops first, so no socket is inserted once the others are
+# gone; sock_release last, so that a socket that set an option and closes
+# meanwhile still leaves opt_socks.
 detach "$PIN_SOCKOPS" cgroup_sock_ops
+detach "$PIN_SOCKOPT" cgroup_setsockopt
 detach "$PIN_RELEASE" cgroup_inet_sock_release
 
 # 4. sk_msg verdict off the sockhash.
@@ -70,7 +73,7 @@ fi
 
 # 3, 2, 1. the pins, then the directory.  bpftool's pinmaps also pinned the
 # read-only data map that holds bpf_printk's format strings (*_rodata).
-rm -f "$pin/$PIN_REDIR" "$pin/$PIN_SOCKOPS" "$pin/$PIN_RELEASE" \
+rm -f "$pin/$PIN_REDIR" "$pin/$PIN_SOCKOPS" "$pin/$PIN_RELEASE" "$pin/$PIN_SOCKOPT" \
 	"${PIN_MAPS[@]/#/$pin/}" "$pin/$PIN_MAP_NEW" "$pin"/*_rodata
 rmdir "$pin" 2>/dev/null || warn "$pin is not empty; left in place"
 info "unloaded $pin"

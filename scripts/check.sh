@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# check.sh - prove both objects pass the kernel's verifier, the way load.sh
+# check.sh - prove the objects pass the kernel's verifier, the way load.sh
 # loads them, without attaching anything: load into a temporary bpffs
 # directory, report, remove it.
 set -euo pipefail
@@ -22,7 +22,8 @@ trap cleanup EXIT
 bpftool prog loadall "$OBJ_DIR/bpf_sockops.o" "$tmp" pinmaps "$tmp"
 mapfile -t reuse < <(reuse_map_args "$tmp")
 bpftool prog load "$OBJ_DIR/bpf_redir.o" "$tmp/$PIN_REDIR" "${reuse[@]}"
-for p in "$PIN_SOCKOPS" "$PIN_RELEASE" "$PIN_REDIR"; do
+bpftool prog load "$OBJ_DIR/bpf_sockopt.o" "$tmp/$PIN_SOCKOPT" "${reuse[@]}"
+for p in "$PIN_SOCKOPS" "$PIN_RELEASE" "$PIN_REDIR" "$PIN_SOCKOPT"; do
 	bpftool -j prog show pinned "$tmp/$p" |
 		jq -r '"verifier: ok  \(.name) (\(.type)): \(.bytes_xlated) bytes xlated, \(.bytes_jited) jited, maps \(.map_ids)"'
 done

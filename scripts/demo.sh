@@ -17,7 +17,7 @@ readonly SECS=${DEMO_SECS:-5}
 
 need_root
 need_tools iperf3 tcpdump bpftool jq findmnt ss
-for obj in bpf_sockops.o bpf_redir.o; do
+for obj in bpf_sockops.o bpf_redir.o bpf_sockopt.o; do
 	[[ -f $TOP_DIR/$obj ]] || die "$obj not built: run 'make' first"
 done
 [[ -z $(ss -Htln "sport = :$PORT") ]] ||

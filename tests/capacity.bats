@@ -144,7 +144,7 @@ expect_sockets() {
 	[[ $status -ne 0 ]]
 	[[ $output == *"with a sockhash of 4096 entries; run unload.sh first"* ]]
 	(($(bpftool -j map show pinned "$SOCKOPS_PIN_DIR/$PIN_MAP" | jq .max_entries) == 4096))
-	(($(cg_progs "$TEST_CG") == 2))
+	(($(cg_progs "$TEST_CG") == 3))
 }
 
 @test "a full sockhash: status says so, counts the inserts it refused, and frees up as connections close" {

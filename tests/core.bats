@@ -158,10 +158,10 @@ iperf_redirected() {
 	load_bypass
 	run load_bypass
 	[[ $status -eq 0 && $output == *"already loaded"* ]]
-	# One copy: two attachments (sock_ops, sock_release), one program of
-	# each kind more than before.
-	(($(cg_progs "$TEST_CG") == 2))
-	(($(our_progs) == before + 3))
+	# One copy: three attachments (sock_ops, sock_release, setsockopt),
+	# one program of each kind more than before.
+	(($(cg_progs "$TEST_CG") == 3))
+	(($(our_progs) == before + 4))
 	unload_bypass
 	run unload_bypass
 	[[ $status -eq 0 ]]

@@ -257,7 +257,7 @@ map_entries() {
 
 # our_progs: how many programs named like ours are loaded at all.
 our_progs() {
-	bpftool -j prog show | jq '[.[] | select(.name == "bpf_sockmap" or .name == "bpf_release" or .name == "bpf_redir")] | length'
+	bpftool -j prog show | jq '[.[] | select(.name == "bpf_sockmap" or .name == "bpf_release" or .name == "bpf_redir" or .name == "bpf_sockopt")] | length'
 }
 
 # netns_add NAME: a namespace with lo up, deleted by teardown.

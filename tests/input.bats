@@ -70,7 +70,7 @@ public_copy() {
 	[[ $output == *"must be run as root"* ]]
 	# Still loaded: nothing was detached or unpinned.
 	[[ -e $SOCKOPS_PIN_DIR/$PIN_SOCKOPS ]]
-	(($(bpftool -j cgroup show "$TEST_CG" | jq length) == 2))
+	(($(bpftool -j cgroup show "$TEST_CG" | jq length) == 3))
 }
 
 @test "a missing tool is named with its package, and nothing changes" {
@@ -107,7 +107,7 @@ public_copy() {
 		findmnt -n -t bpf -o TARGET
 		[[ $(stat -f -c %T "$SOCKOPS_PIN_DIR") == bpf_fs ]]
 		test -e "$SOCKOPS_PIN_DIR/bpf_sockmap"
-		bpftool -j cgroup show "$2" | jq -e "length == 2"
+		bpftool -j cgroup show "$2" | jq -e "length == 3"
 		"$1/unload.sh"
 	' "$TOP" "$TEST_CG"
 	echo "$output"
@@ -209,7 +209,7 @@ int bpf_sockmap(struct bpf_sock_ops *skops)
 char _license[] SEC("license") = "GPL";
 EOF
 	bpf_cc "$TMP/bad_sockops.c" "$TMP/obj/bpf_sockops.o"
-	cp "$TOP/bpf_redir.o" "$TMP/obj/"
+	cp "$TOP/bpf_redir.o" "$TOP/bpf_sockopt.o" "$TMP/obj/"
 
 	SOCKOPS_OBJ_DIR=$TMP/obj run "$TOP/load.sh" --cgroup "$TEST_CG"
 	echo "$output"

@@ -436,7 +436,7 @@ assert_foreign_grows() {
 	assert_foreign_grows "$PORT"
 
 	load_bypass
-	(($(bpftool -j cgroup show "$TEST_CG" | jq length) == 3))
+	(($(bpftool -j cgroup show "$TEST_CG" | jq length) == 4))
 	assert_foreign_grows $((PORT + 1))
 	# ... while ours accelerates the same connection.
 	expect_xfer_split 2000024 0 "s$((PORT + 1))" "r$((PORT + 1))"

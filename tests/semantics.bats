@@ -31,15 +31,20 @@ declare -gA KNOWN=(
 	[halfclose_blocking]='halfclose_blocking: req=1000 end=0 recvs=-1(EAGAIN) data=ok'
 	[signal_restart]='signal_restart: recvs=-1(EAGAIN) data=ok'
 	[signal_eintr]='signal_eintr: recvs=-1(EAGAIN) data=ok'
-	# sk_msg_recvmsg() knows no SO_PEEK_OFF, MSG_TRUNC, MSG_WAITALL,
-	# SO_RCVLOWAT, and tcp_bpf_recvmsg() adds no control message.
+	# sk_msg_recvmsg() knows no MSG_TRUNC, MSG_WAITALL, and no
+	# SO_PEEK_OFF for the bytes redirected before it was set (after it,
+	# the peer's bytes go by TCP: bpf_sockopt.c).
 	[peek_off]='peek_off: set=0 peek1=30 peek2=30 read=100 data=BAD'
-	[cmsg]='cmsg: recvmsg=100 data=ok'
 	[trunc]='trunc: trunc40=-1(EFAULT) rest=100 data=BAD'
 	[waitall]='waitall: recvs=16384,16384,16384,16384,0 data=ok'
-	[rcvlowat_recv]='rcvlowat_recv: recvs=10,100,0 data=ok'
-	# sk_msg_is_readable(): any queued message is readable.
-	[rcvlowat_poll]='rcvlowat_poll: empty=0 empty_ep=OUT data=IN data_ep=IN|OUT partial=IN partial_ep=IN|OUT read=0 read_ep=OUT more=IN more_ep=IN|OUT fin=IN|RDHUP fin_ep=IN|OUT|RDHUP both=IN|RDHUP both_ep=IN|OUT|RDHUP|HUP data=ok'
+	# Bytes redirected before the receiver set SO_RCVLOWAT stay in its
+	# psock queue: sk_msg_is_readable() calls them readable, and
+	# tcp_bpf_recvmsg() returns them alone.  (A mark set after the
+	# handshake sends the peer's later bytes by TCP: bpf_sockopt.c.)
+	[opt_rcvlowat_queued]='opt_rcvlowat_queued: queued=IN read=3 data=ok'
+	# tcp_zerocopy_receive() reads sk_receive_queue only: neither maps nor
+	# counts redirected bytes.
+	[opt_zerocopy_receive]='opt_zerocopy_receive: mmap=ok zc=0 mapped=0 skip=0 inq=0 read=100 data=ok'
 	# tcp_splice_read() reads sk_receive_queue only.
 	[splice_recv]='splice_recv: splice=-1(EAGAIN) recv_after=1000 data=ok'
 	# The urgent byte is redirected inline, as ordinary data.
@@ -84,19 +89,31 @@ kernel_known() {
 	if kernel_before 6.9 || { ((v6_server)) && kernel_before 6.12; }; then
 		unset 'KNOWN[peek_off]'
 		TCP_KNOWN[peek_off]='peek_off: set=-1(EOPNOTSUPP) peek1=30 peek2=30 read=100 data=BAD'
+		TCP_KNOWN[opt_peek_off]='opt_peek_off: set=-1(EOPNOTSUPP) peek1=30 peek2=30 read=100 data=BAD'
 	fi
 }
 
 # Probes whose connection does not take the bypass even when it is loaded.
 declare -gA PATH_WITH_BYPASS=(
 	[rcvlowat_listener]=tcp		# bpf_sockops leaves SO_RCVLOWAT to TCP
+	[opt_listener]=tcp		# ... and the other options it reads
+	[opt_preconnect]=tcp
 	[send_after_connect]=none	# no handshake: no path to report
+	# An option set after the handshake: the peer's later bytes go by TCP
+	# (bpf_sockopt.c); those it sent before were redirected.
+	[opt_rcvlowat]=tcp
+	[opt_rcvlowat_client]=tcp
+	[opt_rcvlowat_queued]=mixed
+	[opt_switch]=mixed
+	[opt_peek_off]=tcp
+	[opt_timestamping]=tcp
 )
 
 # probes: every probe that "all" runs (the -M probes need the bypass, the
-# fallback_ ones a small --max-queue: each has a test of its own below).
+# fallback_ ones a small --max-queue: each has a test of its own below;
+# opt_hold is options.bats').
 probes() {
-	"$PROBE" -l | grep -vxE 'delete_queued|late_peer|fallback_.*'
+	"$PROBE" -l | grep -vxE 'delete_queued|late_peer|fallback_.*|opt_hold'
 }
 
 # field LINE NAME: the value of NAME=... in a probe's line.

@@ -69,6 +69,7 @@ files() {
 	[[ $(files) == "./etc/default/sockops
 .$PREFIX/lib/sockops/bpf_redir.o
 .$PREFIX/lib/sockops/bpf_sockops.o
+.$PREFIX/lib/sockops/bpf_sockopt.o
 .$PREFIX/lib/sockops/common.sh
 .$PREFIX/lib/sockops/load.sh
 .$PREFIX/lib/sockops/sockops_stat

@@ -276,7 +276,7 @@ main() {
 		qemu-system-x86_64 timeout flock
 	[[ $TOP_DIR != *[[:space:]]* ]] ||
 		die "the repo path '$TOP_DIR' has white space; the guest's command line cannot carry it"
-	for f in "$TOP_DIR/bpf_sockops.o" "$TOP_DIR/bpf_redir.o"; do
+	for f in "$TOP_DIR/bpf_sockops.o" "$TOP_DIR/bpf_redir.o" "$TOP_DIR/bpf_sockopt.o"; do
 		[[ -f $f ]] || die "$f not found: build first with 'make' (the guest cannot write the tree)"
 	done
 

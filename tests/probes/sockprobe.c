@@ -51,6 +51,8 @@
  *   sockprobe_map.c    the sockhash itself (-M): delete_queued, late_peer
  *   sockprobe_flow.c   a reader that falls behind: fallback to TCP, the way
  *                      back, and what TCP answers meanwhile
+ *   sockprobe_opts.c   options set after the handshake: the peer's sends go
+ *                      by TCP from then on
  */
 #include <fcntl.h>
 #include <linux/sockios.h>
@@ -71,6 +73,8 @@ static char mode = '4';
 static int port = 30000;
 static bool show_path;
 int listen_lowat;
+void (*listen_setup)(int fd);
+void (*client_setup)(int fd);
 const char *map_pin;
 
 /* The line being built, the probe's name and whether its data was intact. */
@@ -293,6 +297,8 @@ int listener(void)
 		die("%s: bind/listen on port %d", probe_name, port);
 	if (listen_lowat)
 		set_int(fd, SOL_SOCKET, SO_RCVLOWAT, listen_lowat);
+	if (listen_setup)
+		listen_setup(fd);
 	return fd;
 }
 
@@ -302,6 +308,8 @@ int client(void)
 	socklen_t len = fill_addr(&ss, false);
 	int fd = socket(ss.ss_family, SOCK_STREAM, 0);
 
+	if (fd >= 0 && client_setup)
+		client_setup(fd);
 	if (fd < 0 || connect(fd, (struct sockaddr *)&ss, len))
 		die("%s: connect to port %d", probe_name, port);
 	return fd;
@@ -421,6 +429,52 @@ void wait_inq(int fd, int n)
 {
 	for (int i = 0; i < WAIT_MS && inq(fd) < n; i++)
 		usleep(1000);
+}
+
+/*
+ * Make sure the kernel stamps received packets before a probe asks for
+ * receive timestamps.  The first socket on the host that asks turns them
+ * on from a work item (net_enable_timestamp()), so a packet that arrives
+ * meanwhile has none; and they go off again when the last such socket
+ * closes.  So the first call opens a UDP pair on the loopback with
+ * SO_TIMESTAMP, sends datagrams until one comes with its timestamp (at
+ * most WAIT_MS), and keeps the receiver open for the life of the process:
+ * from then on timestamps stay on, and a probe's SO_TIMESTAMP takes effect
+ * at once.  UDP: the bypass never sees it.
+ */
+void timestamps_on(void)
+{
+	static int keep = -1;
+	struct sockaddr_in a = { .sin_family = AF_INET,
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(a);
+	int tx;
+
+	if (keep >= 0)
+		return;
+	keep = socket(AF_INET, SOCK_DGRAM, 0);
+	tx = socket(AF_INET, SOCK_DGRAM, 0);
+	if (keep < 0 || tx < 0 || bind(keep, (struct sockaddr *)&a, sizeof(a)) ||
+	    getsockname(keep, (struct sockaddr *)&a, &len))
+		die("timestamps_on: udp");
+	set_int(keep, SOL_SOCKET, SO_TIMESTAMP, 1);
+	for (int i = 0; i < WAIT_MS; i++) {
+		union {
+			char buf[256];
+			struct cmsghdr align;
+		} ctl;
+		char c;
+		struct iovec iov = { &c, 1 };
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+				     .msg_control = ctl.buf, .msg_controllen = sizeof(ctl) };
+
+		if (sendto(tx, "t", 1, 0, (struct sockaddr *)&a, sizeof(a)) != 1)
+			die("timestamps_on: sendto");
+		if (recvmsg(keep, &mh, 0) == 1 && CMSG_FIRSTHDR(&mh))
+			break;
+		usleep(1000);
+	}
+	close(tx);
 }
 
 /* Wait until every byte fd sent is acknowledged (SIOCOUTQ: unsent + unacked). */
@@ -663,6 +717,7 @@ static const struct probe *const families[] = {
 	close_probes,
 	map_probes,
 	flow_probes,
+	opts_probes,
 };
 #define N_FAMILIES (sizeof(families) / sizeof(families[0]))
 
@@ -726,6 +781,13 @@ int main(int argc, char **argv)
 	if (optind >= argc || port <= 0 || port > 65535)
 		usage();
 	signal(SIGPIPE, SIG_IGN);
+	/*
+	 * Receive timestamps on from the start, for every probe: called only
+	 * by the probes that ask for them, after reply_blocking had run in
+	 * the same process, plain TCP's cmsg came without its timestamp on
+	 * 6.18 (not understood yet).
+	 */
+	timestamps_on();
 	signal(SIGALRM, on_alarm);
 	for (int i = optind; i < argc; i++) {
 		if (!run_matching(argv[i])) {

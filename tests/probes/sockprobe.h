@@ -40,6 +40,8 @@ extern const char *probe_name;
 extern bool data_bad;		/* a payload byte came wrong: "data=BAD" */
 extern const char *probe_path;	/* -P: "bypass", "tcp", "mixed" or none */
 extern int listen_lowat;	/* SO_RCVLOWAT on the listener, if not 0 */
+extern void (*listen_setup)(int fd);	/* if set: options on the listener */
+extern void (*client_setup)(int fd);	/* if set: options before connect() */
 extern const char *map_pin;	/* -M: the pinned sockhash */
 
 /* --- the probe table ------------------------------------------------------ */
@@ -60,6 +62,7 @@ extern const struct probe send_probes[];
 extern const struct probe close_probes[];
 extern const struct probe map_probes[];
 extern const struct probe flow_probes[];
+extern const struct probe opts_probes[];
 
 /* --- output ------------------------------------------------------------- */
 
@@ -108,6 +111,7 @@ bool wait_state(int fd, int state);
 int inq(int fd);
 void wait_inq(int fd, int n);
 void wait_acked(int fd);
+void timestamps_on(void);
 short wait_events_ms(int fd, short events, int ms);
 short wait_events(int fd, short events);
 short poll_now(int fd);

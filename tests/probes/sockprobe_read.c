@@ -125,14 +125,10 @@ static void probe_cmsg(void)
 	struct pair p;
 	ssize_t r;
 
+	timestamps_on();
 	pair_open(&p);
 	set_int(p.srv, SOL_SOCKET, SO_TIMESTAMP, 1);
 	set_int(p.srv, IPPROTO_TCP, TCP_INQ, 1);
-	/*
-	 * The first SO_TIMESTAMP on the host turns on receive timestamps from
-	 * a work item (net_enable_timestamp()); let it run.
-	 */
-	msleep(20);
 	send_pat(p.cli, &tx, 100, 0);
 	wait_inq(p.srv, 100);
 	r = recvmsg(p.srv, &mh, MSG_DONTWAIT);
