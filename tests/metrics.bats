@@ -60,6 +60,7 @@ sample() {
 
 	(($(sample sockops_on_tcp) == 0))
 	(($(sample sockops_cross_netns) == 0))
+	(($(sample sockops_option_sockets) == 0))
 	# Every counter of struct bypass_stats is there, found by name, with
 	# its HELP and TYPE: fallback_<reason> and return_<reason> as one
 	# counter each with a reason label, every other field as
@@ -78,8 +79,8 @@ sample() {
 			grep -q "^# HELP sockops_${key}_total ." "$TMP/prom"
 		fi
 	done < <(jq -r '.counters | to_entries[] | "\(.key) \(.value)"' "$TMP/status.json")
-	# Nothing else: the families are the five gauges and the counters.
-	(($(grep -c '^# TYPE' "$TMP/prom") == 5 + $(jq '.counters | keys |
+	# Nothing else: the families are the six gauges and the counters.
+	(($(grep -c '^# TYPE' "$TMP/prom") == 6 + $(jq '.counters | keys |
 		(map(select(startswith("fallback_") or startswith("return_") | not)) | length) +
 		(if any(startswith("fallback_")) then 1 else 0 end) +
 		(if any(startswith("return_")) then 1 else 0 end)' "$TMP/status.json")))
