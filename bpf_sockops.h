@@ -105,6 +105,8 @@ enum fallback {
 #define PEER_FOR_GOOD	(1 << 0)	/* on TCP until it closes: see bpf_redir.c */
 #define PEER_EGRESS	(1 << 1)	/* a message re-aimed at our egress: egress_end */
 #define PEER_READERS	(1 << 2)	/* the peer has two readers at once: see bpf_redir.c */
+#define PEER_STATE_CB	(1 << 3)	/* its state changes matter: bpf_sockops.c */
+#define PEER_CB_OURS	(1 << 4)	/* we turned its state callback on */
 
 /*
  * Redirected messages that found the peer's queue empty, after which the
@@ -248,6 +250,14 @@ struct bypass_stats {
  * the cgroup it belongs to, or any ancestor of it, is in the map.
  */
 #define MAX_SKIP_PORTS		64
+/*
+ * bypass_config.skip_lists: which lists have entries.  load.sh sets a bit
+ * before it fills its list and clears it after it empties it, so that a
+ * connection looks up only lists that may hold something: with none, its
+ * setup does no map lookup and no cgroup walk.
+ */
+#define SKIP_LIST_PORTS		(1 << 0)
+#define SKIP_LIST_CGROUPS	(1 << 1)
 #define MAX_SKIP_CGROUPS	16
 /* Ancestors looked at above a socket's own cgroup; deeper ones are not. */
 #define MAX_CGROUP_DEPTH	16
@@ -299,6 +309,8 @@ struct bypass_config {
 	} waits[WAIT_FUNCS];
 	/* Where each connection's queue bound starts; max_queue when fixed. */
 	__u64 queue_start;
+	__u32 skip_lists;	/* SKIP_LIST_*: the skip lists with entries */
+	__u32 pad;		/* no hole at the end */
 };
 
 #endif /* __BPF_SOCKOPS_H */
