@@ -279,10 +279,11 @@ update_skip_lists() {
 	skip_bits=$(listed_bits "$1")
 	((skip_ports_given && ${#skip_ports[@]})) && skip_bits=$((skip_bits | 1))
 	((${#skip_cgroup_ids[@]})) && skip_bits=$((skip_bits | 2))
-	write_config
+	# write_config's arithmetic runs only with errexit off, as here.
+	write_config || return
 	set_skip_lists "$1"
 	skip_bits=$(listed_bits "$1")
-	write_config
+	write_config || return
 }
 
 # Mount bpffs on /sys/fs/bpf if none is mounted, even when --pin-dir names
