@@ -261,7 +261,7 @@ jq -rs --arg names "${names[*]}" --arg machine "$(nproc) CPUs, Linux $(uname -r)
 		"|---|---|---:|---:|---:|---:|---:|---:|---:|",
 		(group_by(.test)[] | group_by(.variant)[] | .[0] as $f |
 			"| \($f.test) | \($f.variant) | \(map(.cpu_us) | median | r) | " +
-			(if $f.progs == null or $f.progs[0][0] == 0 then " | | | | "
+			(if $f.progs == null or $f.progs[0][0] == 0 then " | | | | | "
 			else [range(0; 3) as $p | (map(.progs[$p][0] / .conns) | median | r),
 				(map(.progs[$p][1] / .conns) | median | round)] |
 				map(tostring) | join(" | ") end) + " |")
