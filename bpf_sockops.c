@@ -49,7 +49,6 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_core_read.h>
-#include <asm/socket.h>		/* SOL_SOCKET, SO_RCVLOWAT: per-arch values */
 #include "bpf_sockops.h"
 #include "bpf_maps.h"
 
@@ -57,8 +56,8 @@
 #define AF_INET6	10
 
 /*
- * The two kernel fields that tell whether a socket has a file, declared
- * alone: CO-RE (preserve_access_index) finds their offsets in the running
+ * The kernel fields that tell whether a socket has a file, and its receive
+ * low-water mark, declared alone: CO-RE (preserve_access_index) finds their offsets in the running
  * kernel's BTF, and the "___sockops" suffix keeps these apart from the real
  * types, whose names libbpf matches without it.
  */
@@ -68,6 +67,7 @@ struct socket___sockops {
 
 struct sock___sockops {
 	struct socket___sockops *sk_socket;
+	int sk_rcvlowat;
 } __attribute__((preserve_access_index));
 
 /*
@@ -331,18 +331,22 @@ static __always_inline void sockops_state(struct bpf_sock_ops *skops)
  *
  * Only a mark the socket has when it becomes established is seen here: one
  * set before connect(), or inherited from the listener by an accepted
- * socket.  sock_ops has no callback for a later setsockopt().  Reading
- * SO_RCVLOWAT from sock_ops needs Linux 6.1 (bpf_getsockopt() on SOL_SOCKET
- * became sk_getsockopt()); older kernels return an error and we go on as if
- * no mark were set.
+ * socket.  sock_ops has no callback for a later setsockopt().
+ *
+ * The mark is read from struct sock through the BTF pointer that
+ * bpf_skc_to_tcp_sock() gives, as sock_has_file() reads: one load, where
+ * bpf_getsockopt(SO_RCVLOWAT) cost about 100 ns per socket here, a
+ * connection's setup paying it twice (docs/performance.md).
  */
 static __always_inline int has_rcvlowat(struct bpf_sock_ops *skops)
 {
-	int lowat = 1;
+	struct bpf_sock *sk = CTX_READ(skops->sk);
+	struct sock___sockops *s;
 
-	if (bpf_getsockopt(skops, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat)))
+	if (!sk)
 		return 0;
-	return lowat > 1;
+	s = (void *)bpf_skc_to_tcp_sock(sk);
+	return s && s->sk_rcvlowat > 1;
 }
 
 /*
