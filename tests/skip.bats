@@ -24,6 +24,19 @@ skip_lists() {
 	"$TOP/status.sh" --json | jq .config.skip_lists
 }
 
+# on_bypass BYTES: the counters redirected at least BYTES; or, if a reader
+# fell its queue bound behind (a busy host), redirected some and sent the
+# rest by TCP, as flow control does.
+on_bypass() {
+	local redirected passed
+
+	redirected=$(counter bytes_redirected)
+	passed=$(counter bytes_passed)
+	echo "redirected=$redirected passed=$passed fallbacks=$(fallbacks_for_memory)"
+	((redirected >= $1)) && return
+	(($(fallbacks_for_memory) > 0 && redirected > 0 && redirected + passed >= $1))
+}
+
 # xfer_pair NAME ADDR PORT: a checksummed 20 MB transfer over ADDR:PORT,
 # both ends in the test cgroup.
 xfer_pair() {
@@ -53,7 +66,7 @@ server_port_skipped() {
 	# Another port, same cgroup, same addresses: redirected.
 	xfer_pair other "$addr" "$other"
 	(($(counter sockets_inserted) == 2))
-	(($(counter bytes_redirected) >= 20 * MB))
+	on_bypass $((20 * MB))
 	(($(counter sockets_skipped_port) == 2))
 }
 
@@ -127,7 +140,7 @@ client_port_skipped() {
 	# Both ends outside it: redirected.
 	xfer_pair other 127.0.0.1 $((PORT + 2))
 	(($(counter sockets_inserted) == 4))
-	(($(counter bytes_redirected) >= 20 * MB))
+	on_bypass $((20 * MB))
 }
 
 @test "status.sh shows the skip lists and what each kept out; a rerun of load.sh replaces them" {
@@ -159,7 +172,7 @@ client_port_skipped() {
 	' "$TMP/status.json"
 	xfer_pair b 127.0.0.1 "$PORT"
 	(($(counter sockets_inserted) == 2))
-	(($(counter bytes_redirected) >= 20 * MB))
+	on_bypass $((20 * MB))
 	xfer_pair c 127.0.0.1 $((PORT + 1))
 	(($(counter sockets_skipped_port) == 4))
 
