@@ -57,9 +57,9 @@
 
 /*
  * The kernel fields that tell whether a socket has a file, and its receive
- * low-water mark, declared alone: CO-RE (preserve_access_index) finds their offsets in the running
- * kernel's BTF, and the "___sockops" suffix keeps these apart from the real
- * types, whose names libbpf matches without it.
+ * low-water mark, declared alone: CO-RE (preserve_access_index) finds their
+ * offsets in the running kernel's BTF, and the "___sockops" suffix keeps
+ * these apart from the real types, whose names libbpf matches without it.
  */
 struct socket___sockops {
 	void *file;
@@ -335,7 +335,7 @@ static __always_inline void sockops_state(struct bpf_sock_ops *skops)
  *
  * The mark is read from struct sock through the BTF pointer that
  * bpf_skc_to_tcp_sock() gives, as sock_has_file() reads: one load, where
- * bpf_getsockopt(SO_RCVLOWAT) cost about 100 ns per socket here, a
+ * bpf_getsockopt(SO_RCVLOWAT) cost about 65 ns per socket here, a
  * connection's setup paying it twice (docs/performance.md).
  */
 static __always_inline int has_rcvlowat(struct bpf_sock_ops *skops)
