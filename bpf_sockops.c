@@ -25,8 +25,16 @@
  *   file: one that a listener never handed to accept() (the listener
  *   closed, or inet_csk_reqsk_queue_add() found it closed).  Such a socket
  *   goes through tcp_set_state(TCP_CLOSE) first, and the
- *   BPF_SOCK_OPS_STATE_CB that we ask for on every inserted socket counts
- *   it out there.
+ *   BPF_SOCK_OPS_STATE_CB that we ask for on every inserted socket without
+ *   a file counts it out there.
+ *
+ * The state callback costs a program run per state change, three or four
+ * per socket at close, and most sockets do not need it: a connect()ed
+ * socket has its file from the start, and an accepted one has it once
+ * accept() returned.  So only a socket without a file asks for it (every
+ * accepted socket at PASSIVE_ESTABLISHED, which runs before accept()), and
+ * drops it at its first state change with a file.  bpf_release does the
+ * rest at close(), for every socket that has a file.
  *
  * TCP_CLOSE alone would be wrong both ways: a socket reset by its peer, or
  * done with both FINs after shutdown(), reaches TCP_CLOSE but stays in the
@@ -43,7 +51,6 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_core_read.h>
-#include <asm/socket.h>		/* SOL_SOCKET, SO_RCVLOWAT: per-arch values */
 #include "bpf_sockops.h"
 #include "bpf_maps.h"
 #include "sock_key.h"
@@ -52,10 +59,10 @@
 #define AF_INET6	10
 
 /*
- * The two kernel fields that tell whether a socket has a file, declared
- * alone: CO-RE (preserve_access_index) finds their offsets in the running
- * kernel's BTF, and the "___sockops" suffix keeps these apart from the real
- * types, whose names libbpf matches without it.
+ * The kernel fields that tell whether a socket has a file, and its receive
+ * low-water mark, declared alone: CO-RE (preserve_access_index) finds their
+ * offsets in the running kernel's BTF, and the "___sockops" suffix keeps
+ * these apart from the real types, whose names libbpf matches without it.
  */
 struct socket___sockops {
 	void *file;
@@ -63,6 +70,7 @@ struct socket___sockops {
 
 struct sock___sockops {
 	struct socket___sockops *sk_socket;
+	int sk_rcvlowat;
 } __attribute__((preserve_access_index));
 
 /*
@@ -129,11 +137,9 @@ static __always_inline int key_is_v4(const struct sock_key *key)
 	       key->local_ip[2] == bpf_htonl(0x0000ffff);
 }
 
-static __always_inline void trace_established(__u32 op, const struct sock_key *key)
+static __always_inline void trace_established(const struct bypass_config *cfg,
+					      __u32 op, const struct sock_key *key)
 {
-	__u32 zero = CONFIG_KEY;
-	struct bypass_config *cfg = bpf_map_lookup_elem(&config, &zero);
-
 	if (!cfg || !cfg->trace)
 		return;
 	/* The seed's format, but with both ports in host order. */
@@ -223,76 +229,6 @@ static __always_inline void mark_collision(const struct sock_key *key,
 	bpf_map_update_elem(&collided, mirror, &one, BPF_ANY);
 }
 
-static __always_inline void sockops_insert(struct bpf_sock_ops *skops, __u32 op)
-{
-	struct bpf_sock *sk = CTX_READ(skops->sk);
-	__u32 zero = CONFIG_KEY, cross_netns = 0;
-	struct bypass_config *cfg;
-	struct sock_key key = {};
-	struct peer_info *peer;
-	struct bypass_stats *st;
-	long err;
-
-	cfg = bpf_map_lookup_elem(&config, &zero);
-	if (cfg)
-		cross_netns = cfg->cross_netns;
-	if (!sk || sockops_key(skops, &key, cross_netns))
-		return;
-	peer = bpf_sk_storage_get(&peer_keys, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!peer) {
-		count_insert(-1);
-		return;
-	}
-	/* A socket that connected again: its old connection is over. */
-	count_closed_on_tcp(peer);
-	backlog_release(peer);
-	opt_forget(peer);
-	mirror_key(&key, &peer->key);
-	peer->peer_sk = 0;
-	peer->fallback = FALLBACK_NONE;
-	peer->flags = 0;
-	peer->tries = NO_PEER_TRIES;
-	peer->idle = 0;
-	peer->sent = 0;
-	peer->bound = 0;
-	/*
-	 * BPF_NOEXIST: never replace another socket's entry.  Replacing (or
-	 * deleting) an entry frees the unread data queued on that socket,
-	 * and the newcomer may be another namespace's connection: see
-	 * mark_holder().
-	 */
-	err = bpf_sock_hash_update(skops, &sock_ops_map, &key, BPF_NOEXIST);
-	count_insert(err);
-	if (err == -EEXIST) {
-		mark_collision(&key, &peer->key);
-		st = stats_this_cpu();
-		if (st)
-			st->collisions++;
-	}
-	if (err) {
-		/*
-		 * A socket still in the map under an earlier connection's
-		 * key keeps its storage, so that entry is counted out when
-		 * it goes; it just never redirects.
-		 */
-		if (peer->in_map)
-			peer->flags = PEER_FOR_GOOD;
-		else
-			bpf_sk_storage_delete(&peer_keys, sk);
-		return;
-	}
-	peer->in_map++;
-	trace_established(op, &key);
-	/*
-	 * Call us back on its state changes, to see TCP_CLOSE: to take its
-	 * share of the host's backlog back, and to count it out of the
-	 * sockhash if it has no file.  The helper sets the socket's flags to
-	 * its argument: keep those another agent's program set.
-	 */
-	bpf_sock_ops_cb_flags_set(skops, CTX_READ(skops->bpf_sock_ops_cb_flags) |
-					 BPF_SOCK_OPS_STATE_CB_FLAG);
-}
-
 /*
  * True if the socket has a file: then its owner's close() takes it out of
  * the sockhash, and bpf_release counts it.  The skc_to_tcp_sock() helper
@@ -311,27 +247,122 @@ static __always_inline int sock_has_file(struct bpf_sock *sk)
 }
 
 /*
- * A socket of ours changed state.  When it closes, take its share of the
- * host's backlog back: what it had queued on its peer is freed with the
- * peer, or read; if its sends went by TCP, it leaves the connections on
- * TCP now.  And if no close() will take it out of the sockhash (it has no
- * file), count it out now: see the top of this file.
+ * Ask for the socket's state changes if it has no file (see the top of this
+ * file).  The helper sets the socket's flags to its argument: keep those
+ * another agent's program set, and if one set the state callback already,
+ * leave it to it (PEER_CB_OURS: the flag is ours to clear).
+ */
+static __always_inline void want_state_cb(struct bpf_sock_ops *skops,
+					  struct bpf_sock *sk,
+					  struct peer_info *peer)
+{
+	__u32 flags = CTX_READ(skops->bpf_sock_ops_cb_flags);
+
+	if (sock_has_file(sk))
+		return;
+	peer->flags |= PEER_STATE_CB;
+	if (flags & BPF_SOCK_OPS_STATE_CB_FLAG)
+		return;
+	if (!bpf_sock_ops_cb_flags_set(skops, flags | BPF_SOCK_OPS_STATE_CB_FLAG))
+		peer->flags |= PEER_CB_OURS;
+}
+
+static __always_inline void sockops_insert(struct bpf_sock_ops *skops, __u32 op,
+					   const struct bypass_config *cfg)
+{
+	struct bpf_sock *sk = CTX_READ(skops->sk);
+	__u32 cross_netns = cfg ? cfg->cross_netns : 0;
+	struct sock_key key = {};
+	struct peer_info *peer;
+	struct bypass_stats *st;
+	long err;
+
+	if (!sk || sockops_key(skops, &key, cross_netns))
+		return;
+	peer = bpf_sk_storage_get(&peer_keys, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!peer) {
+		count_insert(-1);
+		return;
+	}
+	/* A socket that connected again: its old connection is over. */
+	count_closed_on_tcp(peer);
+	backlog_release(peer);
+	opt_forget(peer);
+	mirror_key(&key, &peer->key);
+	peer->peer_sk = 0;
+	peer->fallback = FALLBACK_NONE;
+	/* A socket that connected again may still have our state callback. */
+	peer->flags &= PEER_STATE_CB | PEER_CB_OURS;
+	peer->tries = NO_PEER_TRIES;
+	peer->idle = 0;
+	peer->sent = 0;
+	peer->bound = 0;
+	/*
+	 * BPF_NOEXIST: never replace another socket's entry.  Replacing (or
+	 * deleting) an entry frees the unread data queued on that socket,
+	 * and the newcomer may be another namespace's connection: see
+	 * mark_collision().
+	 */
+	err = bpf_sock_hash_update(skops, &sock_ops_map, &key, BPF_NOEXIST);
+	count_insert(err);
+	if (err == -EEXIST) {
+		mark_collision(&key, &peer->key);
+		st = stats_this_cpu();
+		if (st)
+			st->collisions++;
+	}
+	if (err) {
+		/*
+		 * A socket still in the map under an earlier connection's
+		 * key keeps its storage, so that entry is counted out when
+		 * it goes; it just never redirects.
+		 */
+		if (peer->in_map)
+			peer->flags |= PEER_FOR_GOOD;
+		else
+			bpf_sk_storage_delete(&peer_keys, sk);
+		return;
+	}
+	peer->in_map++;
+	trace_established(cfg, op, &key);
+	want_state_cb(skops, sk, peer);
+}
+
+/*
+ * A socket of ours without a file changed state.  If it has one now (it was
+ * accept()ed), its close() will do what is left, in bpf_release: stop the
+ * callbacks.  Else, when it closes, no close() will: take its share of the
+ * host's backlog back (what it had queued on its peer is freed with the
+ * peer, or read), take it out of the connections on TCP now if its sends
+ * went by TCP, and count it out of the sockhash.  See the top of this file.
  */
 static __always_inline void sockops_state(struct bpf_sock_ops *skops)
 {
 	struct bpf_sock *sk = CTX_READ(skops->sk);
-	struct peer_info *peer;
-
 	/* args[1] is the new state: BPF_TCP_* has the kernel's TCP_* values. */
-	if (!sk || CTX_READ(skops->args[1]) != BPF_TCP_CLOSE)
+	__u32 state = CTX_READ(skops->args[1]);
+	struct peer_info *peer;
+	__u32 flags;
+
+	if (!sk)
 		return;
 	peer = bpf_sk_storage_get(&peer_keys, sk, 0, 0);
-	if (!peer)
+	if (!peer || !(peer->flags & PEER_STATE_CB))
 		return;
-	backlog_release(peer);
-	count_closed_on_tcp(peer);
-	if (peer->in_map && !sock_has_file(sk))
+	if (peer->in_map && !sock_has_file(sk)) {
+		if (state != BPF_TCP_CLOSE)
+			return;
+		backlog_release(peer);
+		count_closed_on_tcp(peer);
 		count_removed(peer);
+		return;
+	}
+	peer->flags &= ~PEER_STATE_CB;
+	if (!(peer->flags & PEER_CB_OURS))
+		return;
+	flags = CTX_READ(skops->bpf_sock_ops_cb_flags);
+	if (!bpf_sock_ops_cb_flags_set(skops, flags & ~BPF_SOCK_OPS_STATE_CB_FLAG))
+		peer->flags &= ~PEER_CB_OURS;
 }
 
 /*
@@ -384,18 +415,22 @@ static __always_inline int made_by_repair(struct bpf_sock_ops *skops, __u32 op)
  *
  * Only a mark the socket has when it becomes established is seen here: one
  * set before connect(), or inherited from the listener by an accepted
- * socket.  sock_ops has no callback for a later setsockopt().  Reading
- * SO_RCVLOWAT from sock_ops needs Linux 6.1 (bpf_getsockopt() on SOL_SOCKET
- * became sk_getsockopt()); older kernels return an error and we go on as if
- * no mark were set.
+ * socket.  sock_ops has no callback for a later setsockopt().
+ *
+ * The mark is read from struct sock through the BTF pointer that
+ * bpf_skc_to_tcp_sock() gives, as sock_has_file() reads: one load, where
+ * bpf_getsockopt(SO_RCVLOWAT) cost about 65 ns per socket here, a
+ * connection's setup paying it twice (docs/performance.md).
  */
 static __always_inline int has_rcvlowat(struct bpf_sock_ops *skops)
 {
-	int lowat = 1;
+	struct bpf_sock *sk = CTX_READ(skops->sk);
+	struct sock___sockops *s;
 
-	if (bpf_getsockopt(skops, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat)))
+	if (!sk)
 		return 0;
-	return lowat > 1;
+	s = (void *)bpf_skc_to_tcp_sock(sk);
+	return s && s->sk_rcvlowat > 1;
 }
 
 /*
@@ -573,27 +608,33 @@ SEC("sockops")
 int bpf_sockmap(struct bpf_sock_ops *skops)
 {
 	__u32 op = CTX_READ(skops->op);
+	struct bypass_config *cfg;
 	struct bypass_stats *st;
+	__u32 zero = CONFIG_KEY;
+	__u32 lists;
 
 	switch (op) {
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		cfg = bpf_map_lookup_elem(&config, &zero);
+		/* An array's lookup cannot fail, but the verifier wants a check. */
+		lists = cfg ? cfg->skip_lists : SKIP_LIST_PORTS | SKIP_LIST_CGROUPS;
 		/* Left on TCP, counted under the first reason that applies. */
 		st = stats_this_cpu();
 		if (made_by_repair(skops, op)) {
 			if (st)
 				st->repair_refused++;
-		} else if (skip_port(skops)) {
+		} else if (lists & SKIP_LIST_PORTS && skip_port(skops)) {
 			if (st)
 				st->sockets_skipped_port++;
-		} else if (skip_cgroup(skops)) {
+		} else if (lists & SKIP_LIST_CGROUPS && skip_cgroup(skops)) {
 			if (st)
 				st->sockets_skipped_cgroup++;
 		} else if (has_rcvlowat(skops) || has_options(skops)) {
 			if (st)
 				st->sockets_skipped++;
 		} else {
-			sockops_insert(skops, op);
+			sockops_insert(skops, op, cfg);
 		}
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
@@ -609,6 +650,8 @@ int bpf_sockmap(struct bpf_sock_ops *skops)
 /*
  * Runs in inet_release() when the last file descriptor of a socket of this
  * cgroup is closed, right before sock_map_close() takes it out of the
+ * sockhash: take its share of the host's backlog back, take it out of the
+ * connections on TCP now if its sends went by TCP, and count it out of the
  * sockhash.  Returning 1 lets the close go on, as it always does.
  */
 SEC("cgroup/sock_release")
@@ -619,6 +662,7 @@ int bpf_release(struct bpf_sock *sk)
 	peer = bpf_sk_storage_get(&peer_keys, sk, 0, 0);
 	if (!peer)
 		return 1;
+	backlog_release(peer);
 	count_closed_on_tcp(peer);
 	opt_forget(peer);
 	if (peer->in_map)

@@ -120,6 +120,8 @@ enum fallback {
 #define PEER_READERS	(1 << 2)	/* the peer has two readers at once: see bpf_redir.c */
 #define PEER_CHECKED	(1 << 3)	/* our peer's key is in no collision */
 #define PEER_OPTION	(1 << 4)	/* we are in opt_socks: see bpf_sockopt.c */
+#define PEER_STATE_CB	(1 << 5)	/* its state changes matter: bpf_sockops.c */
+#define PEER_CB_OURS	(1 << 6)	/* we turned its state callback on */
 
 /*
  * Redirected messages that found the peer's queue empty, after which the
@@ -310,6 +312,14 @@ struct opt_gate {
  * the cgroup it belongs to, or any ancestor of it, is in the map.
  */
 #define MAX_SKIP_PORTS		64
+/*
+ * bypass_config.skip_lists: which lists have entries.  load.sh sets a bit
+ * before it fills its list and clears it after it empties it, so that a
+ * connection looks up only lists that may hold something: with none, its
+ * setup does no map lookup and no cgroup walk.
+ */
+#define SKIP_LIST_PORTS		(1 << 0)
+#define SKIP_LIST_CGROUPS	(1 << 1)
 #define MAX_SKIP_CGROUPS	16
 /* Ancestors looked at above a socket's own cgroup; deeper ones are not. */
 #define MAX_CGROUP_DEPTH	16
@@ -374,7 +384,7 @@ struct bypass_config {
 	 * per namespace.  Read at ESTABLISHED: it applies to new connections.
 	 */
 	__u32 cross_netns;
-	__u32 pad;
+	__u32 skip_lists;	/* SKIP_LIST_*: the skip lists with entries */
 };
 
 /*

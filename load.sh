@@ -121,6 +121,7 @@ cgroup=
 pin=
 trace=1
 cross_netns=0
+skip_bits=0		# struct bypass_config's skip_lists: see listed_bits
 max_queue=
 max_tcp_mem=
 skip_ports=()		# set by --skip-ports
@@ -270,6 +271,33 @@ set_skip_lists() {
 	fi
 }
 
+# listed_bits DIR: the skip lists in DIR that have entries, as the bits of
+# struct bypass_config's skip_lists: SKIP_LIST_PORTS 1, SKIP_LIST_CGROUPS 2.
+listed_bits() {
+	local bits=0
+
+	(($(bpftool -j map dump pinned "$1/$PIN_SKIP_PORTS" | jq length))) &&
+		bits=$((bits | 1))
+	(($(bpftool -j map dump pinned "$1/$PIN_SKIP_CGROUPS" | jq length))) &&
+		bits=$((bits | 2))
+	echo "$bits"
+}
+
+# update_skip_lists DIR: set_skip_lists, with the config's bits set for
+# every list that has entries before, during and after the change: a bit
+# on for an empty list only costs a lookup, a bit off for a list with
+# entries would let its connections through.
+update_skip_lists() {
+	skip_bits=$(listed_bits "$1")
+	((skip_ports_given && ${#skip_ports[@]})) && skip_bits=$((skip_bits | 1))
+	((${#skip_cgroup_ids[@]})) && skip_bits=$((skip_bits | 2))
+	# write_config's arithmetic runs only with errexit off, as here.
+	write_config || return
+	set_skip_lists "$1"
+	skip_bits=$(listed_bits "$1")
+	write_config || return
+}
+
 # Mount bpffs on /sys/fs/bpf if none is mounted, even when --pin-dir names
 # the directory: pins can only live on a bpffs.
 bpffs=$(bpffs_dir)
@@ -312,7 +340,7 @@ kernel_texts() {
 # write_config: struct bypass_config (bpf_sockops.h), field by field in host
 # byte order: __u32 trace, __u32 page_shift, __u64 max_queue, __u64
 # max_tcp_mem, __u64 woken_wake, WAIT_FUNCS __u64 pairs, waits[], __u64
-# queue_start, __u32 cross_netns and __u32 pad.
+# queue_start, __u32 cross_netns and __u32 skip_lists.
 write_config() {
 	local shift=0 start end texts=()
 
@@ -329,7 +357,7 @@ write_config() {
 		$(uint_bytes 8 "$max_queue") $(uint_bytes 8 "$max_tcp_mem") \
 		$(for start in "${texts[@]}"; do uint_bytes 8 $((16#$start)); done) \
 		$(uint_bytes 8 "$queue_start") \
-		$(uint_bytes 4 "$cross_netns") $(uint_bytes 4 0)
+		$(uint_bytes 4 "$cross_netns") $(uint_bytes 4 "$skip_bits")
 }
 
 # settings: the memory bounds in force, in words.
@@ -356,10 +384,11 @@ if [[ -e $pin ]]; then
 		have=$(bpftool -j map show pinned "$pin/$PIN_MAP" | jq .max_entries)
 		[[ -z $entries_arg || $have == "$entries" ]] ||
 			die "already loaded from $pin with a sockhash of $have entries; run unload.sh first to load it with --max-entries $entries"
+		skip_bits=$(listed_bits "$pin")
 		write_config >/dev/null ||
 			die "cannot update the settings in $pin/$PIN_CONFIG"
 		if ((skip_ports_given || ${#skip_cgroups[@]})); then
-			set_skip_lists "$pin"
+			update_skip_lists "$pin" >/dev/null
 			info "skip lists updated; they apply to new connections"
 		fi
 		info "already loaded: $pin, attached to $cgroup, sockhash of $have entries; $(settings)"
@@ -423,7 +452,7 @@ run "load $REDIR_OBJ" \
 run "load $SOCKOPT_OBJ" \
 	bpftool prog load "$SOCKOPT_OBJ" "$pin/$PIN_SOCKOPT" "${reuse[@]}"
 run "write the settings to $pin/$PIN_CONFIG" write_config
-run "fill the skip lists" set_skip_lists "$pin"
+run "fill the skip lists" update_skip_lists "$pin"
 run "attach $PIN_REDIR as sk_msg_verdict" \
 	bpftool prog attach pinned "$pin/$PIN_REDIR" sk_msg_verdict pinned "$pin/$PIN_MAP"
 run "attach $PIN_RELEASE to $cgroup" \

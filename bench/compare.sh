@@ -5,12 +5,15 @@
 # bypass, and plain TCP, taking turns, in one run: before and after a
 # change, or one setting against another.
 #
-#   bench/compare.sh [-r REPS] [-t SECS] [-H HOGS] [-o FILE] TEST... -- VARIANT...
+#   bench/compare.sh [-r REPS] [-t SECS] [-H HOGS] [-S] [-o FILE] TEST... -- VARIANT...
 #
 # TEST is one of:
 #   stream:SIZE     sockbench stream, SIZE-byte writes (MB/s)
 #   pingpong:SIZE   sockbench ping-pong, p50 round trip (us)
-#   connect         sockbench connection setup (connections/s)
+#   connect[:N]     sockbench connection setup, N clients at once (conn/s)
+#   rpc[:N]         short connections of one 64-byte request and reply,
+#                   N clients at once (connections/s)
+#   ttfb            rpc, one client: p50 time to first byte (us)
 #   iperf3:SIZE     iperf3 -l SIZE (MB/s)
 # VARIANT is NAME=tcp (no bypass), or NAME=TREE[,ARG...]: the bypass of the
 # built tree TREE ("." for this one; another is, say, a git worktree of an
@@ -23,7 +26,10 @@
 # on the CPUs meanwhile, in a cgroup of their own: a busy host.  The table
 # gives the median of the repetitions with min-max, the ratio to the first
 # variant, and for each bypass variant the share of bytes that went by the
-# bypass (the rest fell back to TCP), from its counters.
+# bypass (the rest fell back to TCP), from its counters.  With -S
+# (kernel.bpf_stats_enabled on for the run), a second table gives, for
+# the connection tests, each bypass variant's program runs and run time
+# per connection.
 #
 # Output: the table on stdout (and in FILE with -o), every run in
 # bench/out/compare.jsonl.
@@ -36,12 +42,13 @@ readonly RAW=$OUT/compare.jsonl
 readonly PORT_FIRST=35000 PORT_LAST=39999
 
 usage() {
-	sed -n 's/^# \{0,1\}//; 3,21p' "$0" >&2
+	sed -n 's/^# \{0,1\}//; 3,25p' "$0" >&2
 }
 
-reps=5 secs=2 hogs=0 outfile=
-while getopts r:t:H:o:h opt; do
+reps=5 secs=2 hogs=0 outfile= progstats=0
+while getopts r:t:H:So:h opt; do
 	case $opt in
+	S) progstats=1 ;;
 	r) reps=$OPTARG ;;
 	t) secs=$OPTARG ;;
 	H) hogs=$OPTARG ;;
@@ -69,9 +76,11 @@ readonly NS=sockcmp-$$ BASE=sockcmp-$$
 BG_PIDS=()
 trees=()		# each variant's tree, "" for plain TCP
 
+stats_was=
 cleanup() {
 	local pid i
 
+	[[ -z $stats_was ]] || sysctl -qw kernel.bpf_stats_enabled="$stats_was" || true
 	for pid in "${BG_PIDS[@]}"; do
 		kill "$pid" 2>/dev/null || true
 		wait "$pid" 2>/dev/null || true
@@ -109,18 +118,39 @@ counters() {
 		"\(map(.bytes_redirected) | add) \(map(.bytes_passed) | add)"'
 }
 
-# run_test I TEST: one run; prints its figure ("value"), as JSON.
+# prog_stats I: "run_cnt run_time_ns" of each of variant I's programs,
+# sock_ops, sock_release and sk_msg, on one line ("" for TCP).
+prog_stats() {
+	local pin=$bpffs/$BASE-$1 p
+
+	[[ -e $pin/$PIN_SOCKOPS ]] || return 0
+	for p in "$PIN_SOCKOPS" "$PIN_RELEASE" "$PIN_REDIR"; do
+		bpftool -j prog show pinned "$pin/$p" | jq -j '"\(.run_cnt // 0) \(.run_time_ns // 0) "'
+	done
+	echo
+}
+
+# The connection tests' figures beside the value: connections made, and
+# the CPU time of both ends per connection, in microseconds.
+readonly CONN_FIGS='{conns, cpu_us: ((.cpu_client_s + .cpu_server_s) / .conns * 1e6)}'
+
+# run_test I TEST: one run; prints its figure ("value") and, for the
+# connection tests, the connections made ("conns"), as JSON.
 run_test() {
 	local i=$1 kind=${2%%:*} size=${2#*:} json srv
 
+	[[ $2 == *:* ]] || size=
 	next_port
 	case $kind in
 	stream|pingpong)
 		json=$(in_cg "$i" "$SOCKBENCH" "$kind" -p "$port" -s "$size" -t "$secs")
 		jq -c '{value: (if .test == "stream" then .MBps else .p50_us end)}' <<<"$json" ;;
-	connect)
-		json=$(in_cg "$i" "$SOCKBENCH" connect -p "$port" -t "$secs")
-		jq -c '{value: .conns_per_s}' <<<"$json" ;;
+	connect|rpc)
+		json=$(in_cg "$i" "$SOCKBENCH" "$kind" -P "${size:-1}" -p "$port" -t "$secs")
+		jq -c "$CONN_FIGS"' + {value: .conns_per_s}' <<<"$json" ;;
+	ttfb)
+		json=$(in_cg "$i" "$SOCKBENCH" rpc -p "$port" -t "$secs")
+		jq -c "$CONN_FIGS"' + {value: .ttfb_p50_us}' <<<"$json" ;;
 	iperf3)
 		in_cg "$i" iperf3 -s -1 -p "$port" >/dev/null 2>&1 &
 		srv=$!
@@ -166,6 +196,10 @@ if ((hogs)); then
 		BG_PIDS+=($!)
 	done
 fi
+if ((progstats)); then
+	stats_was=$(sysctl -n kernel.bpf_stats_enabled)
+	sysctl -qw kernel.bpf_stats_enabled=1
+fi
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 
 n=${#variants[@]}
@@ -175,10 +209,20 @@ for ((rep = 1; rep <= reps; rep++)); do
 		for ((k = 0; k < n; k++)); do
 			i=$(((k + rep) % n))
 			read -r r0 p0 < <(counters "$i")
+			s0=$(prog_stats "$i")
 			fig=$(run_test "$i" "$t") || die "${names[i]}: $t failed"
+			s1=$(prog_stats "$i")
 			read -r r1 p1 < <(counters "$i")
+			# The programs' runs and time in this run: sock_ops,
+			# sock_release, sk_msg, [runs, ns] each.
+			progs=$(jq -nc --arg a "$s0" --arg b "$s1" '
+				[$a, $b] | map(split(" ") | map(select(. != "") | tonumber)) |
+				if .[0] | length == 6 then [range(0; 6; 2) as $k |
+					[.[1][$k] - .[0][$k], .[1][$k + 1] - .[0][$k + 1]]]
+				else null end')
 			jq -c --arg test "$t" --arg variant "${names[i]}" --argjson rep "$rep" \
 				--argjson redirected $((r1 - r0)) --argjson passed $((p1 - p0)) \
+				--argjson progs "$progs" \
 				'. + $ARGS.named' <<<"$fig" >>"$RAW"
 		done
 	done
@@ -204,5 +248,22 @@ jq -rs --arg names "${names[*]}" --arg machine "$(nproc) CPUs, Linux $(uname -r)
 			(if (map(.redirected + .passed) | add) > 0 then
 				", \((map(.redirected) | add) * 100 / (map(.redirected + .passed) | add) | round)% bypass"
 			else "" end)] | join(" | ")) + " | " +
-		([range(1; $v | length) as $k | "\($med[$k] / $med[0] | r)×"] | join(" | ")) + " |")
+		([range(1; $v | length) as $k | "\($med[$k] / $med[0] | r)×"] | join(" | ")) + " |"),
+	# Per connection, the medians over the repetitions: the CPU time of
+	# both ends, and with -S the runs and run time of each program.
+	([.[] | select((.conns // 0) > 0)] |
+	if length == 0 then empty else
+		"",
+		"Per connection (medians): user+system CPU time of both ends" +
+		(if any(.progs != null) then "; program runs and run time (kernel.bpf_stats_enabled)" else "" end) + ".",
+		"",
+		"| test | variant | CPU us | sock_ops runs | sock_ops ns | sock_release runs | sock_release ns | sk_msg runs | sk_msg ns |",
+		"|---|---|---:|---:|---:|---:|---:|---:|---:|",
+		(group_by(.test)[] | group_by(.variant)[] | .[0] as $f |
+			"| \($f.test) | \($f.variant) | \(map(.cpu_us) | median | r) | " +
+			(if $f.progs == null or $f.progs[0][0] == 0 then " | | | | | "
+			else [range(0; 3) as $p | (map(.progs[$p][0] / .conns) | median | r),
+				(map(.progs[$p][1] / .conns) | median | round)] |
+				map(tostring) | join(" | ") end) + " |")
+	end)
 	' "$RAW" | tee ${outfile:+"$outfile"}

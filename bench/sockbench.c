@@ -5,7 +5,8 @@
  *
  *   sockbench stream   [-u] [-N] [-p PORT] [-s WRITE_SIZE] [-t SECS] [-r READ_SIZE]
  *   sockbench pingpong [-u] [-p PORT] [-s MSG_SIZE] [-t SECS]
- *   sockbench connect  [-u] [-p PORT] [-t SECS]
+ *   sockbench connect  [-u] [-p PORT] [-t SECS] [-P CLIENTS]
+ *   sockbench rpc      [-u] [-p PORT] [-t SECS] [-P CLIENTS] [-R REQUESTS] [-s MSG_SIZE]
  *
  * The bypass is invisible here: "TCP with the bypass" is this same program
  * run in a cgroup that has the sock_ops program attached (bench/bench.sh
@@ -33,6 +34,15 @@
  *             both ends.  Each round trip is timed; 5% warm-up is dropped.
  *   connect   the client connects, waits for the server to accept and close
  *             (read() returns 0), closes, and starts again.
+ *   rpc       short connections, as HTTP/1.0 or a health check makes them:
+ *             the client connects, sends REQUESTS requests of MSG_SIZE
+ *             bytes (default 1 of 64), each answered by the server with the
+ *             same bytes, then closes; the server closes once it reads EOF.
+ *             TCP_NODELAY on both ends.  Time to first byte: from before
+ *             connect() to the first byte of the first reply (p50, p99).
+ *
+ * In connect and rpc modes, -P runs CLIENTS clients at once, each a process
+ * of its own, and as many server processes accepting on the one listener.
  *
  * One line of JSON goes to stdout per run: the figures, the bytes sent (for
  * bench.sh to compare with the bypass counters) and the user+system CPU
@@ -43,9 +53,12 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sched.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -63,7 +76,11 @@
 /* die() without a stale errno: for failures that are not a system call's. */
 #define fail(...) do { errno = 0; die(__VA_ARGS__); } while (0)
 
-enum mode { STREAM, PINGPONG, CONNECT };
+enum mode { STREAM, PINGPONG, CONNECT, RPC };
+
+/* Most clients and server processes of -P, and first-byte times kept per client. */
+#define MAX_CLIENTS	64
+#define MAX_SAMPLES	(1 << 18)
 
 static struct {
 	enum mode mode;
@@ -74,8 +91,12 @@ static struct {
 	size_t rsize;
 	double secs;
 	int cpu[2];		/* client, server; -1: not pinned */
+	int clients;		/* connect, rpc: clients at once */
+	int requests;		/* rpc: requests per connection */
+	bool size_given;
 } o = {
 	.size = 64 * 1024, .rsize = 128 * 1024, .secs = 2.0, .cpu = { -1, -1 },
+	.clients = 1, .requests = 1,
 };
 
 /* Page-aligned, as are the receive buffers: see io_buffer(). */
@@ -85,7 +106,7 @@ static unsigned char payload[PATTERN_LEN] __attribute__((aligned(4096)));
 struct server_report {
 	uint64_t bytes;		/* payload bytes received and checked */
 	uint64_t sent;		/* payload bytes sent back (pingpong) */
-	uint64_t conns;		/* connections accepted (connect) */
+	uint64_t conns;		/* connections accepted (connect, rpc) */
 	double end;		/* CLOCK_MONOTONIC at EOF */
 	double cpu;		/* user + system seconds */
 	int64_t bad_at;		/* offset of the first wrong byte, or -1 */
@@ -168,6 +189,21 @@ static void pin(int cpu)
 	CPU_SET(cpu, &set);
 	if (sched_setaffinity(0, sizeof(set), &set))
 		die("sched_setaffinity %d", cpu);
+}
+
+/*
+ * fork(), for a child that dies with its parent: a client that fails
+ * leaves no server process behind, blocked in accept().
+ */
+static pid_t fork_child(void)
+{
+	pid_t parent = getpid(), pid = fork();
+
+	if (pid < 0)
+		die("fork");
+	if (!pid && (prctl(PR_SET_PDEATHSIG, SIGKILL) || getppid() != parent))
+		_exit(1);
+	return pid;
 }
 
 /* The listening address: 127.0.0.1:port, or an abstract AF_UNIX name. */
@@ -325,6 +361,92 @@ static void connect_server(int lfd, struct server_report *r)
 	}
 }
 
+/* One connection of rpc: echo each request, checked, until EOF. */
+static void rpc_serve(int fd, struct server_report *r, unsigned char *buf)
+{
+	uint64_t off = 0;
+	int64_t bad;
+
+	nodelay(fd);
+	while (recv_all(fd, buf, o.size)) {
+		/* Each connection's requests start at pattern offset 0. */
+		bad = check(buf, o.size, off);
+		if (r->bad_at < 0 && bad >= 0)
+			r->bad_at = r->bytes + (bad - off);
+		off += o.size;
+		r->bytes += o.size;
+		send_all(fd, buf, o.size);
+		r->sent += o.size;
+	}
+}
+
+static void rpc_server(int lfd, struct server_report *r, unsigned char *buf)
+{
+	int fd;
+
+	for (;;) {
+		fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (errno == EINVAL)
+				return;
+			die("accept");
+		}
+		rpc_serve(fd, r, buf);
+		close(fd);
+		r->conns++;
+	}
+}
+
+/* Memory that forked processes share: each writes its own slot. */
+static void *shared(size_t len)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED)
+		die("mmap %zu", len);
+	return p;
+}
+
+/*
+ * connect and rpc: o.clients processes accept on the one listener, each
+ * fills its slot of @rs; the first sums them into @r.
+ */
+static void accept_servers(int lfd, struct server_report *r)
+{
+	struct server_report *rs = shared(MAX_CLIENTS * sizeof(*rs));
+	pid_t pids[MAX_CLIENTS];
+	int i, status;
+
+	for (i = 0; i < o.clients; i++) {
+		rs[i].bad_at = -1;
+		pids[i] = i ? fork_child() : 0;
+		if (pids[i] && i)
+			continue;
+		if (o.mode == CONNECT)
+			connect_server(lfd, &rs[i]);
+		else
+			rpc_server(lfd, &rs[i], io_buffer());
+		rs[i].cpu = cpu_time();
+		if (i)
+			exit(0);
+	}
+	for (i = 1; i < o.clients; i++)
+		if (waitpid(pids[i], &status, 0) < 0 || !WIFEXITED(status) ||
+		    WEXITSTATUS(status))
+			fail("a server process failed");
+	for (i = 0; i < o.clients; i++) {
+		r->bytes += rs[i].bytes;
+		r->sent += rs[i].sent;
+		r->conns += rs[i].conns;
+		r->cpu += rs[i].cpu;
+		if (r->bad_at < 0)
+			r->bad_at = rs[i].bad_at;
+	}
+}
+
 static void server(int lfd, int report_fd)
 {
 	struct server_report r = { .bad_at = -1 };
@@ -334,8 +456,10 @@ static void server(int lfd, int report_fd)
 
 	pin(o.cpu[1]);
 	cpu0 = cpu_time();
-	if (o.mode == CONNECT) {
-		connect_server(lfd, &r);
+	if (o.mode == CONNECT || o.mode == RPC) {
+		/* Each process counts its own CPU time, from 0 after fork. */
+		accept_servers(lfd, &r);
+		cpu0 = cpu_time() - r.cpu;
 	} else {
 		buf = io_buffer();
 		fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
@@ -362,7 +486,8 @@ struct client_result {
 	uint64_t ops;		/* send() calls, round trips or connections */
 	double start, end;
 	double cpu;
-	double p50, p99, mean;	/* pingpong, microseconds */
+	double p50, p99, mean;	/* pingpong, rpc's first byte; microseconds */
+	uint64_t bytes_back;	/* rpc: reply bytes received and checked */
 };
 
 /* Check the clock only every few writes: a 64-byte send takes ~1 us. */
@@ -453,7 +578,106 @@ static void connect_client(const struct sockaddr_storage *ss, socklen_t len,
 	} while (now() < stop);
 }
 
-static const char *mode_name[] = { "stream", "pingpong", "connect" };
+/*
+ * rpc: one short connection after the other; @ttfb gets each one's time
+ * to first byte, up to MAX_SAMPLES of them.
+ */
+static void rpc_client(const struct sockaddr_storage *ss, socklen_t len,
+		       struct client_result *c, unsigned char *buf, double *ttfb)
+{
+	double stop = c->start + o.secs, t;
+	uint64_t off;
+	int fd, i;
+
+	do {
+		t = now();
+		fd = connect_to(ss, len);
+		nodelay(fd);
+		for (i = 0, off = 0; i < o.requests; i++, off += o.size) {
+			send_all(fd, pattern_at(off), o.size);
+			/* The first byte alone, to time it. */
+			if (!i && !recv_all(fd, buf, 1))
+				fail("rpc: server closed");
+			if (!i && c->ops < MAX_SAMPLES)
+				ttfb[c->ops] = now() - t;
+			if (!recv_all(fd, buf + !i, o.size - !i))
+				fail("rpc: server closed");
+			if (check(buf, o.size, off) >= 0)
+				fail("rpc: reply differs from the request");
+			c->bytes += o.size;
+			c->bytes_back += o.size;
+		}
+		/*
+		 * Close, and the server closes when it reads EOF.  Not
+		 * shutdown() and a read() for the server's EOF: through the
+		 * bypass such a read can fail with EAGAIN
+		 * (docs/semantics.md).
+		 */
+		close(fd);
+		c->ops++;
+	} while (now() < stop);
+}
+
+/*
+ * connect and rpc: o.clients processes, each with its own slot of @cs and
+ * MAX_SAMPLES first-byte times in @ttfb; their figures summed into @c.
+ */
+static void run_clients(const struct sockaddr_storage *ss, socklen_t len,
+			struct client_result *c)
+{
+	struct client_result *cs = shared(MAX_CLIENTS * sizeof(*cs));
+	double *ttfb = NULL, *all, sum = 0;
+	pid_t pids[MAX_CLIENTS];
+	size_t n = 0, k, i;
+	int status;
+
+	if (o.mode == RPC)
+		ttfb = shared((size_t)o.clients * MAX_SAMPLES * sizeof(*ttfb));
+	for (i = 0; i < (size_t)o.clients; i++) {
+		pids[i] = fork_child();
+		if (pids[i])
+			continue;
+		cs[i].start = c->start;
+		if (o.mode == CONNECT)
+			connect_client(ss, len, &cs[i]);
+		else
+			rpc_client(ss, len, &cs[i], io_buffer(), ttfb + i * MAX_SAMPLES);
+		cs[i].end = now();
+		cs[i].cpu = cpu_time();
+		exit(0);
+	}
+	for (i = 0; i < (size_t)o.clients; i++)
+		if (waitpid(pids[i], &status, 0) < 0 || !WIFEXITED(status) ||
+		    WEXITSTATUS(status))
+			fail("a client failed");
+	for (i = 0; i < (size_t)o.clients; i++) {
+		c->ops += cs[i].ops;
+		c->bytes += cs[i].bytes;
+		c->bytes_back += cs[i].bytes_back;
+		c->cpu += cs[i].cpu;
+		if (cs[i].end > c->end)
+			c->end = cs[i].end;
+	}
+	if (!ttfb)
+		return;
+	all = malloc((size_t)o.clients * MAX_SAMPLES * sizeof(*all));
+	if (!all)
+		die("malloc");
+	for (i = 0; i < (size_t)o.clients; i++)
+		for (k = 0; k < cs[i].ops && k < MAX_SAMPLES; k++)
+			all[n++] = ttfb[i * MAX_SAMPLES + k];
+	if (!n)
+		fail("rpc: no connection completed");
+	qsort(all, n, sizeof(*all), cmp_double);
+	for (k = 0; k < n; k++)
+		sum += all[k];
+	c->p50 = all[n / 2] * 1e6;
+	c->p99 = all[n * 99 / 100] * 1e6;
+	c->mean = sum / n * 1e6;
+	free(all);
+}
+
+static const char *mode_name[] = { "stream", "pingpong", "connect", "rpc" };
 
 static void print_json(const struct client_result *c, const struct server_report *r)
 {
@@ -481,8 +705,16 @@ static void print_json(const struct client_result *c, const struct server_report
 		break;
 	case CONNECT:
 		secs = c->end - c->start;
-		printf("\"bytes\":0,\"conns\":%llu,\"secs\":%.6f,\"conns_per_s\":%.1f,",
-		       (unsigned long long)c->ops, secs, c->ops / secs);
+		printf("\"bytes\":0,\"clients\":%d,\"conns\":%llu,\"secs\":%.6f,\"conns_per_s\":%.1f,",
+		       o.clients, (unsigned long long)c->ops, secs, c->ops / secs);
+		break;
+	case RPC:
+		secs = c->end - c->start;
+		printf("\"bytes\":%llu,\"requests\":%d,\"clients\":%d,\"conns\":%llu,\"secs\":%.6f,\"conns_per_s\":%.1f,",
+		       (unsigned long long)(c->bytes + r->sent), o.requests,
+		       o.clients, (unsigned long long)c->ops, secs, c->ops / secs);
+		printf("\"ttfb_p50_us\":%.2f,\"ttfb_p99_us\":%.2f,\"ttfb_mean_us\":%.2f,",
+		       c->p50, c->p99, c->mean);
 		break;
 	}
 	printf("\"cpu_client_s\":%.4f,\"cpu_server_s\":%.4f}\n", c->cpu, r->cpu);
@@ -503,9 +735,7 @@ static void run(void)
 	if (pipe2(p, O_CLOEXEC))
 		die("pipe");
 	fflush(stdout);
-	pid = fork();
-	if (pid < 0)
-		die("fork");
+	pid = fork_child();
 	if (!pid) {
 		close(p[0]);
 		server(lfd, p[1]);
@@ -514,7 +744,7 @@ static void run(void)
 	pin(o.cpu[0]);
 	buf = io_buffer();
 
-	if (o.mode != CONNECT)
+	if (o.mode == STREAM || o.mode == PINGPONG)
 		fd = connect_to(&ss, len);
 	cpu0 = cpu_time();
 	c.start = now();
@@ -526,8 +756,9 @@ static void run(void)
 		pingpong_client(fd, &c, buf);
 		break;
 	case CONNECT:
-		connect_client(&ss, len, &c);
-		/* Wakes the server's accept() with EINVAL. */
+	case RPC:
+		run_clients(&ss, len, &c);
+		/* Wakes every server's accept() with EINVAL. */
 		shutdown(lfd, SHUT_RDWR);
 		break;
 	}
@@ -535,7 +766,8 @@ static void run(void)
 
 	if (read(p[0], &r, sizeof(r)) != sizeof(r))
 		fail("the server exited without a report");
-	c.cpu = cpu_time() - cpu0;
+	if (o.mode == STREAM || o.mode == PINGPONG)
+		c.cpu = cpu_time() - cpu0;
 	if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) ||
 	    WEXITSTATUS(status))
 		fail("the server failed");
@@ -544,6 +776,12 @@ static void run(void)
 	if (o.mode == STREAM && r.bytes != c.bytes)
 		fail("sent %llu bytes, received %llu",
 		     (unsigned long long)c.bytes, (unsigned long long)r.bytes);
+	if (o.mode == RPC && (r.bytes != c.bytes || r.sent != c.bytes_back ||
+			      r.conns != c.ops))
+		fail("rpc: %llu connections sent %llu bytes and got %llu back; the server saw %llu connections, %llu bytes, sent %llu",
+		     (unsigned long long)c.ops, (unsigned long long)c.bytes,
+		     (unsigned long long)c.bytes_back, (unsigned long long)r.conns,
+		     (unsigned long long)r.bytes, (unsigned long long)r.sent);
 	print_json(&c, &r);
 	free(buf);
 	if (fd >= 0)
@@ -554,8 +792,9 @@ static void run(void)
 static void usage(void)
 {
 	fprintf(stderr,
-		"Usage: sockbench stream|pingpong|connect [-u] [-N] [-p PORT] [-s SIZE]\n"
-		"                 [-r READ_SIZE] [-t SECS] [-c CLIENT_CPU,SERVER_CPU]\n");
+		"Usage: sockbench stream|pingpong|connect|rpc [-u] [-N] [-p PORT] [-s SIZE]\n"
+		"                 [-r READ_SIZE] [-t SECS] [-c CLIENT_CPU,SERVER_CPU]\n"
+		"                 [-P CLIENTS] [-R REQUESTS]\n");
 	exit(2);
 }
 
@@ -583,10 +822,12 @@ int main(int argc, char **argv)
 		o.mode = PINGPONG;
 	else if (!strcmp(argv[1], "connect"))
 		o.mode = CONNECT;
+	else if (!strcmp(argv[1], "rpc"))
+		o.mode = RPC;
 	else
 		usage();
 	optind = 2;
-	while ((opt = getopt(argc, argv, "uNp:s:r:t:c:")) != -1) {
+	while ((opt = getopt(argc, argv, "uNp:s:r:t:c:P:R:")) != -1) {
 		switch (opt) {
 		case 'u':
 			o.unix_sock = true;
@@ -599,6 +840,17 @@ int main(int argc, char **argv)
 			break;
 		case 's':
 			o.size = parse_size(optarg);
+			o.size_given = true;
+			break;
+		case 'P':
+			o.clients = atoi(optarg);
+			if (o.clients < 1 || o.clients > MAX_CLIENTS)
+				fail("bad -P %s (1 .. %d)", optarg, MAX_CLIENTS);
+			break;
+		case 'R':
+			o.requests = atoi(optarg);
+			if (o.requests < 1)
+				fail("bad -R %s", optarg);
 			break;
 		case 'r':
 			o.rsize = parse_size(optarg);
@@ -616,6 +868,9 @@ int main(int argc, char **argv)
 	}
 	if (optind != argc || o.secs <= 0)
 		usage();
+	/* A short RPC's request and reply are small. */
+	if (o.mode == RPC && !o.size_given)
+		o.size = 64;
 	fill_pattern();
 	run();
 	return 0;

@@ -63,12 +63,44 @@ field() {
 	(($(map_entries) == 0))
 }
 
+@test "connection setup from 4 clients at once: both ends inserted, all gone after close" {
+	[[ -x $SOCKBENCH ]] || skip "bench/sockbench is not built; run make"
+	load_bypass --quiet
+	sockbench connect -P 4 -t 0.3
+	conns=$(field conns)
+	(($(field clients) == 4 && conns > 0))
+	(($(counter sockets_inserted) == 2 * conns))
+	(($(counter sockets_removed) == 2 * conns))
+	(($(counter insert_failed) == 0))
+	(($(map_entries) == 0))
+}
+
+@test "short RPCs through the bypass, 4 clients at once: every request and reply checked, every socket counted out" {
+	[[ -x $SOCKBENCH ]] || skip "bench/sockbench is not built; run make"
+	load_bypass --quiet
+	# Two 64-byte requests per connection, each echoed.
+	sockbench rpc -P 4 -R 2 -t 0.3
+	conns=$(field conns)
+	(($(field clients) == 4 && $(field requests) == 2 && conns > 0))
+	(($(field bytes) == conns * 2 * 2 * 64))
+	# A time to first byte for each connection.
+	jq -e '.ttfb_p50_us > 0 and .ttfb_p99_us >= .ttfb_p50_us' "$TMP/run.json"
+	# The clients send the requests: half of the bytes.
+	expect_split "$(field bytes)" $((2 * 64))
+	(($(counter msgs_redirected) + $(counter msgs_passed) == conns * 2 * 2))
+	(($(counter sockets_inserted) == 2 * conns))
+	(($(counter sockets_removed) == 2 * conns))
+	(($(map_entries) == 0))
+}
+
 @test "Unix and plain TCP runs of the harness never touch the bypass" {
 	[[ -x $SOCKBENCH ]] || skip "bench/sockbench is not built; run make"
 	load_bypass --quiet
 	# In our cgroup, but not TCP: the sock_ops program never sees it.
 	sockbench stream -u -s 4096 -t 0.2
 	(($(field bytes) > 0))
+	sockbench rpc -u -P 2 -t 0.2
+	(($(field conns) > 0))
 	# TCP, but outside the cgroup: this shell's cgroup has no bypass.
 	"$SOCKBENCH" stream -s 4096 -t 0.2 -p 0 >"$TMP/run.json"
 	(($(field bytes) > 0))

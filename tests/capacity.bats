@@ -10,6 +10,7 @@ BASE_PORT=28000
 load helpers
 
 CONNHOLD=$TOP/bench/connhold
+SOCKBENCH=$TOP/bench/sockbench
 
 setup() {
 	common_setup
@@ -297,4 +298,70 @@ EOF
 	(($(counter sockets_inserted) == 6))
 	# RTO_CB (1) kept, STATE_CB (4) added: the agent saw both.
 	(($(bpftool -j map dump pinned "$AGENT_PIN/seen_flags" | jq '.[0].formatted.value') == 5))
+}
+
+@test "state callbacks only where a close() will not count: none on a connect()ed socket, none on an accepted one once it has a file" {
+	[[ -x $SOCKBENCH ]] || skip "bench/sockbench is not built; run make"
+	# A second sock_ops program counts the state callbacks it is called
+	# for: the flag is per socket, so it sees every one bpf_sockmap asked
+	# for.
+	cat >"$TMP/agent.c" <<'EOC'
+// SPDX-License-Identifier: GPL-2.0
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+/* [0]: on the server's sockets, [1]: on the others; [2]: the server's port. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 3);
+	__type(key, __u32);
+	__type(value, __u64);
+} state_cbs SEC(".maps");
+
+SEC("sockops")
+int agent(struct bpf_sock_ops *skops)
+{
+	__u32 k = 2, local;
+	__u64 *port, *n;
+
+	if (skops->op != BPF_SOCK_OPS_STATE_CB)
+		return 1;
+	local = skops->local_port;	/* host byte order */
+	port = bpf_map_lookup_elem(&state_cbs, &k);
+	if (!port)
+		return 1;
+	k = local == *port ? 0 : 1;
+	n = bpf_map_lookup_elem(&state_cbs, &k);
+	if (n)
+		__sync_fetch_and_add(n, 1);
+	return 1;
+}
+
+char _license[] SEC("license") = "GPL";
+EOC
+	bpf_cc "$TMP/agent.c" "$TMP/agent.o"
+	AGENT_PIN=$BPFFS/sockops-agent-$$-$BATS_TEST_NUMBER
+	mkdir "$AGENT_PIN"
+	bpftool prog load "$TMP/agent.o" "$AGENT_PIN/agent" pinmaps "$AGENT_PIN"
+	bpftool map update pinned "$AGENT_PIN/state_cbs" key $(u32_bytes 2) value $(u64_bytes "$PORT")
+	bpftool cgroup attach "$TEST_CG" cgroup_sock_ops pinned "$AGENT_PIN/agent" multi
+	load_bypass --quiet
+
+	# Each server socket sees two: SYN_RECV -> ESTABLISHED, before
+	# accept() (tcp_rcv_state_process() runs PASSIVE_ESTABLISHED just
+	# before it sets the state), and FIN_WAIT1 in close(), which finds a
+	# file and turns the callback off; not FIN_WAIT2, TIME_WAIT or CLOSE.
+	# The client, which connect()ed, never had it: no CLOSE_WAIT, LAST_ACK
+	# or CLOSE.
+	in_cg "$SOCKBENCH" connect -p "$PORT" -t 0.3 >"$TMP/run.json"
+	conns=$(jq .conns "$TMP/run.json")
+	read -r server client < <(bpftool -j map dump pinned "$AGENT_PIN/state_cbs" |
+		jq -r '[.[].formatted.value] | "\(.[0]) \(.[1])"')
+	echo "connections=$conns state callbacks: server $server, client $client"
+	((conns > 0))
+	((server == 2 * conns && client == 0))
+	# And every socket was counted out at its close.
+	(($(counter sockets_inserted) == 2 * conns))
+	(($(counter sockets_removed) == 2 * conns))
+	expect_sockets 0
 }
