@@ -59,20 +59,20 @@ report() {
 }
 
 # mark, then carried WHAT MIN: since the mark, the bypass carried at least
-# MIN bytes, all redirected; or a connection was latched onto TCP (a reader
-# fell --max-queue behind on a slow or small host, or a client raced its
-# server: helpers.bash) and the bypass redirected until then.  After a
-# latch bytes_passed may fall short: when TCP refuses a passed message
+# MIN bytes, all redirected; or a connection fell back to TCP (a reader
+# fell its queue bound behind on a slow or small host, or a client raced
+# its server: helpers.bash) and the bypass redirected the rest.  After a
+# fallback bytes_passed may fall short: when TCP refuses a passed message
 # (EAGAIN on a full send buffer, which non-blocking servers meet),
 # tcp_bpf_send_verdict() keeps the pass verdict in psock->eval, and the next
 # send goes out by TCP without running bpf_redir (6.1 to 6.18 alike).
 mark() {
 	MARK_R=$(counter bytes_redirected)
 	MARK_P=$(counter bytes_passed)
-	MARK_L=$(latched)
+	MARK_L=$(fell_back)
 }
 
-latched() {
+fell_back() {
 	echo $(($(fallbacks_for_memory) + $(counter fallback_no_peer)))
 }
 
@@ -81,8 +81,8 @@ carried() {
 
 	r=$(($(counter bytes_redirected) - MARK_R))
 	p=$(($(counter bytes_passed) - MARK_P))
-	l=$(($(latched) - MARK_L))
-	report "$1: bytes_redirected +$r, bytes_passed +$p, latched +$l"
+	l=$(($(fell_back) - MARK_L))
+	report "$1: bytes_redirected +$r, bytes_passed +$p, fallbacks +$l"
 	((r >= $2 || (l > 0 && r > 0)))
 }
 
@@ -260,7 +260,7 @@ as_pg() {
 	IFS='|' read -r a t b h n <"$TMP/sums"
 	[[ $a == "$t" && $t == "$b" && $b == "$h" && $n == "$txns" ]]
 	# Seven statements a transaction, each a request and a reply: the
-	# replies redirected, the requests too unless latched onto TCP.
+	# replies redirected, the requests too unless they fell back to TCP.
 	((moved >= 7 * txns && moved + moved_tcp >= 14 * txns))
 
 	mark
