@@ -13,10 +13,11 @@
 # One line per application goes to the TAP output ("# ..."): what moved and
 # what the counters said.
 #
-# A client's first bytes may go by TCP, and with them all it sends on that
-# connection: when the server's end is established after connect() returns
-# (the listener's lock was held), bpf_redir finds no peer and latches the
-# connection's sender onto TCP (struct peer_info).  The server's replies,
+# A client's first bytes may go by TCP, and with them what it sends until
+# the server has read them: when the server's end is established after
+# connect() returns (the listener's lock was held), bpf_redir finds no peer
+# and sends by TCP until the peer is in the map and has read every TCP byte
+# (struct peer_info, docs/how-it-works.md "Flow control").  The server's replies,
 # sent once both ends are in the map, are always redirected.  So the
 # server-to-client bytes are checked against bytes_redirected, and the
 # client's against bytes_redirected + bytes_passed (everything the bypass's
