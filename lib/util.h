@@ -3,12 +3,16 @@
 #ifndef __LIB_UTIL_H
 #define __LIB_UTIL_H
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 static inline void __attribute__((noreturn, format(printf, 1, 2)))
 die(const char *fmt, ...)
@@ -51,6 +55,32 @@ static inline void pattern(uint32_t seed, uint64_t off, unsigned char *buf,
 		for (; b < 8 && i < len; b++, i++)
 			buf[i] = v >> (8 * b);
 	}
+}
+
+/*
+ * ADDR (numeric, v4 or v6) and PORT as a socket address; false if ADDR is
+ * neither.
+ */
+static inline bool parse_addr(const char *addr, int port,
+			      struct sockaddr_storage *ss, socklen_t *len)
+{
+	struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+
+	memset(ss, 0, sizeof(*ss));
+	if (inet_pton(AF_INET, addr, &sin->sin_addr) == 1) {
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons(port);
+		*len = sizeof(*sin);
+		return true;
+	}
+	if (inet_pton(AF_INET6, addr, &sin6->sin6_addr) == 1) {
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons(port);
+		*len = sizeof(*sin6);
+		return true;
+	}
+	return false;
 }
 
 #endif /* __LIB_UTIL_H */

@@ -55,22 +55,8 @@ recv_in() { xfer_start "$1" "$TEST_CG" "$2" recv "$PORT" "${@:3}"; }
 send_in() { xfer_start "$1" "$TEST_CG" "$2" send "$PORT" "${@:3}"; }
 
 # br_capture_start BR: capture the bridge of namespace BR into $TMP/br.pcap.
-br_capture_start() {
-	spawn tcpdump ip netns exec "$1" tcpdump -i br0 -nn -S -U --immediate-mode -w "$TMP/br.pcap" tcp
-	CAP_PID=$LAST_PID
-	for _ in $(seq 100); do
-		grep -q "listening on" "$TMP/tcpdump.out" 2>/dev/null && return 0
-		sleep 0.05
-	done
-	echo "tcpdump did not start" >&2
-	return 1
-}
-
-br_capture_stop() {
-	sleep 0.2
-	kill "$CAP_PID"
-	wait "$CAP_PID" 2>/dev/null || true
-}
+br_capture_start() { capture_start "$TMP/br.pcap" br0 tcp "$1"; }
+br_capture_stop() { capture_stop; }
 
 # br_payload: payload bytes the bridge carried.  Redirected bytes take no
 # sequence numbers, so each flow's TCP bytes are the span of its sequence

@@ -132,9 +132,11 @@ iperf_server() {
 	wait_port "$port"
 }
 
-# lo_capture_start PORT: capture TCP PORT on lo into $TMP/lo.pcap.
-lo_capture_start() {
-	spawn tcpdump tcpdump -i lo -nn -U -w "$TMP/lo.pcap" "tcp port $1"
+# capture_start PCAP IFACE FILTER [NETNS]: capture IFACE (in NETNS) into
+# PCAP until capture_stop; one capture at a time.
+capture_start() {
+	spawn tcpdump ${4:+ip netns exec "$4"} tcpdump -i "$2" -nn -U \
+		--immediate-mode -w "$1" "$3"
 	CAP_PID=$LAST_PID
 	# tcpdump says "listening on" once the capture is live.
 	for _ in $(seq 100); do
@@ -145,11 +147,15 @@ lo_capture_start() {
 	return 1
 }
 
-lo_capture_stop() {
+capture_stop() {
 	sleep 0.2
 	kill "$CAP_PID"
 	wait "$CAP_PID" 2>/dev/null || true
 }
+
+# lo_capture_start PORT: capture TCP PORT on lo into $TMP/lo.pcap.
+lo_capture_start() { capture_start "$TMP/lo.pcap" lo "tcp port $1"; }
+lo_capture_stop() { capture_stop; }
 
 # lo_packets [FILTER]: packets in the capture, e.g. lo_packets "greater 100".
 lo_packets() {

@@ -462,28 +462,6 @@ static void *watcher(void *arg)
 
 /* --- the two ends -------------------------------------------------------- */
 
-static bool fill_addr(const char *addr, int port, struct sockaddr_storage *ss,
-		      socklen_t *len)
-{
-	struct sockaddr_in *sin = (struct sockaddr_in *)ss;
-	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
-
-	memset(ss, 0, sizeof(*ss));
-	if (inet_pton(AF_INET, addr, &sin->sin_addr) == 1) {
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons(port);
-		*len = sizeof(*sin);
-		return true;
-	}
-	if (inet_pton(AF_INET6, addr, &sin6->sin6_addr) == 1) {
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons(port);
-		*len = sizeof(*sin6);
-		return true;
-	}
-	return false;
-}
-
 /*
  * Both ends: write `out` (if it is to be written) and read `in` at once,
  * with the reader's mode at the receiving end and plain reads at the other.
@@ -527,7 +505,7 @@ static int do_recv(void)
 	int lfd, fd, one = 1, zero = 0;
 	bool ok;
 
-	if (!fill_addr(o.addr ? o.addr : "127.0.0.1", o.port, &ss, &len))
+	if (!parse_addr(o.addr ? o.addr : "127.0.0.1", o.port, &ss, &len))
 		die("flow: bad address");
 	lfd = socket(ss.ss_family, SOCK_STREAM, 0);
 	if (lfd < 0)
@@ -571,7 +549,7 @@ static int do_send(void)
 	int fd;
 	bool ok;
 
-	if (!fill_addr(o.addr ? o.addr : "127.0.0.1", o.port, &ss, &len))
+	if (!parse_addr(o.addr ? o.addr : "127.0.0.1", o.port, &ss, &len))
 		die("flow: bad address");
 	fd = socket(ss.ss_family, SOCK_STREAM, 0);
 	if (fd < 0 || connect(fd, (struct sockaddr *)&ss, len))

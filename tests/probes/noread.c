@@ -80,21 +80,11 @@ static long long tcp_mem_kib(void)
 
 static void loopback_pair(const char *addr, int port, int *tx, int *rx)
 {
-	struct sockaddr_storage ss = {};
-	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+	struct sockaddr_storage ss;
 	socklen_t len;
 	int lfd, one = 1;
 
-	if (inet_pton(AF_INET, addr, &sin->sin_addr) == 1) {
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons(port);
-		len = sizeof(*sin);
-	} else if (inet_pton(AF_INET6, addr, &sin6->sin6_addr) == 1) {
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons(port);
-		len = sizeof(*sin6);
-	} else {
+	if (!parse_addr(addr, port, &ss, &len)) {
 		errno = 0;
 		die("noread: bad address %s", addr);
 	}

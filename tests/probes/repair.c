@@ -19,26 +19,6 @@
 
 #include "lib/util.h"
 
-static void fill(const char *addr, int port, struct sockaddr_storage *ss,
-		 socklen_t *len)
-{
-	struct sockaddr_in *sin = (struct sockaddr_in *)ss;
-	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
-
-	memset(ss, 0, sizeof(*ss));
-	if (inet_pton(AF_INET, addr, &sin->sin_addr) == 1) {
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons(port);
-		*len = sizeof(*sin);
-	} else if (inet_pton(AF_INET6, addr, &sin6->sin6_addr) == 1) {
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons(port);
-		*len = sizeof(*sin6);
-	} else {
-		die("repair: not an address: %s", addr);
-	}
-}
-
 static void setopt(int fd, int opt, int val, const char *what)
 {
 	if (setsockopt(fd, IPPROTO_TCP, opt, &val, sizeof(val)))
@@ -67,8 +47,9 @@ int main(int argc, char **argv)
 	}
 	if (!local || !remote || !lport || !rport)
 		die("usage: repair -b ADDR -l PORT -a ADDR -p PORT [-s SEQ] [-r SEQ]");
-	fill(local, lport, &la, &llen);
-	fill(remote, rport, &ra, &rlen);
+	if (!parse_addr(local, lport, &la, &llen) ||
+	    !parse_addr(remote, rport, &ra, &rlen))
+		die("repair: not an address: %s or %s", local, remote);
 	fd = socket(la.ss_family, SOCK_STREAM, 0);
 	if (fd < 0)
 		die("repair: socket");

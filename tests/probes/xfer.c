@@ -73,28 +73,6 @@ struct dir {
 	uint64_t want, done;
 };
 
-static bool fill_addr(const char *addr, int port, struct sockaddr_storage *ss,
-		      socklen_t *len)
-{
-	struct sockaddr_in *sin = (struct sockaddr_in *)ss;
-	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
-
-	memset(ss, 0, sizeof(*ss));
-	if (inet_pton(AF_INET, addr, &sin->sin_addr) == 1) {
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons(port);
-		*len = sizeof(*sin);
-		return true;
-	}
-	if (inet_pton(AF_INET6, addr, &sin6->sin6_addr) == 1) {
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons(port);
-		*len = sizeof(*sin6);
-		return true;
-	}
-	return false;
-}
-
 /*
  * Add what TCP itself delivered to fd, once it has read EOF, to tcp_in.
  * tcpi_bytes_received follows rcv_nxt, which also counts the FIN (it comes
@@ -222,7 +200,7 @@ static int do_recv(void)
 	socklen_t len;
 	int lfd, one = 1, zero = 0, conns = o.conns ? o.conns : 1;
 
-	if (!fill_addr(o.addr ? o.addr : "127.0.0.1", o.port, &ss, &len))
+	if (!parse_addr(o.addr ? o.addr : "127.0.0.1", o.port, &ss, &len))
 		die("xfer: bad address");
 	lfd = socket(ss.ss_family, SOCK_STREAM, 0);
 	if (lfd < 0)
@@ -269,7 +247,7 @@ static int send_one(uint32_t seed)
 	struct dir rx = { .seed = ~seed, .want = o.back };
 	int fd, ret;
 
-	if (!fill_addr(o.addr ? o.addr : "127.0.0.1", o.port, &ss, &len))
+	if (!parse_addr(o.addr ? o.addr : "127.0.0.1", o.port, &ss, &len))
 		die("xfer: bad address");
 	fd = socket(ss.ss_family, SOCK_STREAM, 0);
 	if (fd < 0 || connect(fd, (struct sockaddr *)&ss, len)) {
