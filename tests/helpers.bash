@@ -238,21 +238,26 @@ fallbacks_for_memory() {
 }
 
 # expect_xfer_split TOTAL TCP NAME...: of the TOTAL bytes sent to the xfers
-# NAME..., the counters passed exactly what they measured to have come by
-# TCP and redirected the rest; that is TCP bytes, sent by TCP on purpose,
-# and more only if a connection was latched for memory, or raced.
+# NAME..., the counters redirected all but what they measured to have come
+# by TCP; that is TCP bytes, sent by TCP on purpose, and more only if a
+# connection fell back (its reader lagged, or it raced).  bytes_passed is
+# exactly what came by TCP, but after a fallback only a lower bound: when
+# TCP refuses a passed message (EAGAIN, a full send buffer),
+# tcp_bpf_send_verdict() keeps the pass verdict in psock->eval and the next
+# send goes by TCP without running bpf_redir (6.1 to 6.18 alike).
 expect_xfer_split() {
-	local total=$1 want=$2 tcp passed redirected latched
+	local total=$1 want=$2 tcp passed redirected fell
 
 	shift 2
 	tcp=$(tcp_in "$@")
 	passed=$(counter bytes_passed)
 	redirected=$(counter bytes_redirected)
-	latched=$(($(fallbacks_for_memory) + $(counter fallback_no_peer)))
+	fell=$(($(fallbacks_for_memory) + $(counter fallback_no_peer)))
 	echo "redirected=$redirected passed=$passed of $total; by TCP, as" \
-		"measured: $tcp, on purpose: $want; latched: $latched"
-	((passed == tcp && redirected == total - tcp)) || return 1
-	((tcp == want || (tcp > want && latched > 0)))
+		"measured: $tcp, on purpose: $want; fell back: $fell"
+	((redirected == total - tcp)) || return 1
+	((passed == tcp || (passed < tcp && fell > 0))) || return 1
+	((tcp == want || (tcp > want && fell > 0)))
 }
 
 # map_entries: sockets in the sockhash now.
