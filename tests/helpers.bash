@@ -133,10 +133,12 @@ iperf_server() {
 }
 
 # capture_start PCAP IFACE FILTER [NETNS]: capture IFACE (in NETNS) into
-# PCAP until capture_stop; one capture at a time.
+# PCAP until capture_stop; one capture at a time.  A 64 MiB buffer (-B):
+# with the default 2 MiB the kernel drops packets of a fast transfer when
+# tcpdump does not get a CPU in time, and a test would count bytes short.
 capture_start() {
 	spawn tcpdump ${4:+ip netns exec "$4"} tcpdump -i "$2" -nn -U \
-		--immediate-mode -w "$1" "$3"
+		--immediate-mode -B 65536 -w "$1" "$3"
 	CAP_PID=$LAST_PID
 	# tcpdump says "listening on" once the capture is live.
 	for _ in $(seq 100); do
