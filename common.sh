@@ -253,3 +253,13 @@ tcp_mem() {
 	read -r -a mem </proc/sys/net/ipv4/tcp_mem
 	echo "${mem[$1]}"
 }
+
+# netns_wait_port NS PORT: wait up to 5 s until something listens on TCP
+# PORT in network namespace NS; die if nothing does.
+netns_wait_port() {
+	for _ in $(seq 100); do
+		[[ -n $(ip netns exec "$1" ss -Htln "sport = :$2") ]] && return 0
+		sleep 0.05
+	done
+	die "nothing listens on port $2 in netns $1"
+}

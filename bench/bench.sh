@@ -123,11 +123,7 @@ next_port() {
 }
 
 wait_port() {
-	for _ in $(seq 100); do
-		[[ -n $(ip netns exec "$NS" ss -Htln "sport = :$1") ]] && return 0
-		sleep 0.05
-	done
-	die "nothing listens on port $1 in netns $NS"
+	netns_wait_port "$NS" "$1"
 }
 
 # stats: "bytes_redirected bytes_passed", summed over CPUs.

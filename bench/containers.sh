@@ -86,11 +86,7 @@ next_port() {
 }
 
 wait_port() {
-	for _ in $(seq 100); do
-		[[ -n $(ip netns exec "$C2" ss -Htln "sport = :$1") ]] && return 0
-		sleep 0.05
-	done
-	die "nothing listens on port $1 in $C2"
+	netns_wait_port "$C2" "$1"
 }
 
 # counters: "bytes_redirected bytes_passed fallbacks" of the bypass, the
