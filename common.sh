@@ -158,22 +158,31 @@ attached_cgroups() {
 }
 
 # uint_bytes WIDTH N: the WIDTH bytes of the unsigned integer N in host byte
-# order, as bpftool's "hex" map arguments want them.
+# order, as bpftool's "hex" map arguments want them.  No process per call:
+# load.sh writes some fifty of them, and under an emulated guest (make
+# vmtest) each fork and exec costs a tenth of a second or more.
 uint_bytes() {
-	local width=$1 n=$2 i bytes=()
+	local width=$1 n=$2 i byte bytes=()
 
+	host_little_endian
 	for ((i = 0; i < width; i++)); do
-		bytes+=("$(printf '%02x' $(((n >> (8 * i)) & 0xff)))")
+		printf -v byte '%02x' $(((n >> (8 * i)) & 0xff))
+		if ((HOST_LE)); then
+			bytes+=("$byte")
+		else
+			bytes=("$byte" "${bytes[@]}")
+		fi
 	done
-	# od prints 1 for "\001\000" read as one 16-bit word on little endian.
-	if [[ $(printf '\001\000' | od -An -tu2 | tr -d ' ') != 1 ]]; then
-		for ((i = 0; i < width / 2; i++)); do
-			local t=${bytes[i]}
-			bytes[i]=${bytes[width - 1 - i]}
-			bytes[width - 1 - i]=$t
-		done
-	fi
 	echo "${bytes[@]}"
+}
+
+# host_little_endian: set HOST_LE to 1 on a little-endian host, else 0; asked
+# once.  od prints 1 for "\001\000" read as one 16-bit word on little endian.
+host_little_endian() {
+	[[ -n ${HOST_LE:-} ]] && return
+	HOST_LE=0
+	[[ $(printf '\001\000' | od -An -tu2 | tr -d ' ') == 1 ]] && HOST_LE=1
+	return 0
 }
 
 # u32_bytes N, u64_bytes N: a __u32 or a __u64 for bpftool: "hex" and its

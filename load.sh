@@ -347,9 +347,9 @@ write_config() {
 	while (((1 << shift) < PAGE_SIZE)); do
 		((shift++))
 	done
-	while read -r start end; do
-		texts+=("$start" "$end")
-	done < <(kernel_texts $WAIT_SYMS)
+	for start in "${wait_texts[@]}"; do
+		texts+=($start)
+	done
 	# woken_wake_function: its address alone.
 	texts=("${texts[0]}" "${texts[@]:2}")
 	bpftool map update pinned "$pin/$PIN_CONFIG" key $(u32_bytes 0) \
@@ -370,6 +370,12 @@ settings() {
 	((max_tcp_mem)) && h="$(human_size "$max_tcp_mem") of TCP memory"
 	echo "queue bound: $q; host guard: $h$( ((cross_netns)) && echo "; across namespaces (--cross-netns)")"
 }
+
+# The ranges write_config stores, read once: kallsyms is long (a second or
+# more under an emulated guest), and write_config may run three times.
+mapfile -t wait_texts < <(kernel_texts $WAIT_SYMS)
+# And the host's byte order, asked once (uint_bytes runs in subshells).
+host_little_endian
 
 # Already loaded?  Done if the three cgroup programs are attached where asked
 # (refuse if elsewhere, or if --max-entries asks for another capacity: a
@@ -452,7 +458,11 @@ run "load $REDIR_OBJ" \
 run "load $SOCKOPT_OBJ" \
 	bpftool prog load "$SOCKOPT_OBJ" "$pin/$PIN_SOCKOPT" "${reuse[@]}"
 run "write the settings to $pin/$PIN_CONFIG" write_config
-run "fill the skip lists" update_skip_lists "$pin"
+# A fresh load has empty skip lists: there is nothing more to write
+# unless some were given.
+if ((skip_ports_given || ${#skip_cgroup_ids[@]})); then
+	run "fill the skip lists" update_skip_lists "$pin"
+fi
 run "attach $PIN_REDIR as sk_msg_verdict" \
 	bpftool prog attach pinned "$pin/$PIN_REDIR" sk_msg_verdict pinned "$pin/$PIN_MAP"
 run "attach $PIN_RELEASE to $cgroup" \
