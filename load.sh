@@ -317,24 +317,30 @@ done
 readonly WAIT_SYMS="woken_wake_function sk_wait_data tcp_msg_wait_data tcp_bpf_recvmsg sk_stream_wait_memory"
 
 # kernel_texts NAME...: "START END" of each kernel function NAME, a line
-# each, in hex: its address in /proc/kallsyms and the next address there.
-# "0 0" for a name that is not there: inlined, or kallsyms hidden.  (No
-# sort: GNU sort takes minutes on kallsyms here; the addresses are 16 hex
-# digits, so awk compares them as strings.)
+# each, in hex: its address in /proc/kallsyms and the next higher address
+# there.  "0 0" for a name that is not there: inlined, or kallsyms hidden.
+# /proc/kallsyms lists the kernel's own symbols in address order (the
+# kernel sorts them at build time; modules follow), so the end is a few
+# lines below the start (aliases share an address).  grep picks those
+# lines: awk reading all of kallsyms takes seconds in an emulated guest,
+# and GNU sort minutes.  The addresses are 16 hex digits, so awk compares
+# them as strings.
 kernel_texts() {
+	local re
+
+	re=$(printf '%s|' "$@")
+	grep -E -A 8 " [tT] (${re%|})\$" /proc/kallsyms 2>/dev/null |
 	awk -v names="$*" '
 		BEGIN { n = split(names, want, " "); for (i = 1; i <= n; i++) idx[want[i]] = i }
-		NF > 3 || $1 ~ /^0+$/ { next }	# a module symbol, or hidden
-		NR == FNR { if (($3 in idx) && !($3 in start)) start[$3] = $1; next }
-		{
-			for (name in start)
-				if ($1 > start[name] && (!(name in end) || $1 < end[name]))
-					end[name] = $1
+		$1 == "--" { cur = ""; next }
+		cur == "" && ($3 in idx) && !($3 in start) && $1 !~ /^0+$/ {
+			cur = $3; start[cur] = $1; next
 		}
+		cur != "" && $1 > start[cur] { end[cur] = $1; cur = "" }
 		END {
 			for (i = 1; i <= n; i++)
 				print (want[i] in end ? start[want[i]] " " end[want[i]] : "0 0")
-		}' /proc/kallsyms /proc/kallsyms 2>/dev/null
+		}'
 }
 
 # write_config: struct bypass_config (bpf_sockops.h), field by field in host

@@ -47,15 +47,22 @@ fi
 
 # detach PIN ATTACH_TYPE: detach a pinned program from every cgroup it is
 # attached to.
+# bpftool walks the whole cgroup v2 tree: once, for the three programs.
+tree=$(bpftool -j cgroup tree "$(cgroup2_root)" 2>/dev/null) || tree='[]'
+
+# detach PIN TYPE: detach the program pinned as PIN from every cgroup it is
+# attached to.
 detach() {
 	local id cg
 
 	id=$(prog_id "$pin/$1")
+	[[ -n $id ]] || return 0
 	while read -r cg; do
 		[[ -n $cg ]] || continue
 		bpftool cgroup detach "$cg" "$2" id "$id" || true
 		info "detached $1 (id $id) from $cg"
-	done <<<"$(attached_cgroups "$id")"
+	done < <(jq -r --argjson id "$id" \
+		'.[] | select(any(.programs[]; .id == $id)) | .cgroup' <<<"$tree")
 }
 
 # 7, 6, 5. sock_ops first, so no socket is inserted once the others are
