@@ -16,7 +16,8 @@
  * with flow control:
  *
  * - On the bypass, before each redirect, we look at what the peer holds
- *   unread and at the host's TCP memory.  When either is over its bound
+ *   unread (against a bound of ours, or its SO_RCVBUF if it set a smaller
+ *   one) and at the host's TCP memory.  When either is over its bound
  *   the connection falls back to TCP (struct peer_info's fallback), whose
  *   buffers then hold the sender back as they would without the bypass.
  * - On TCP, each message goes by TCP with SK_PASS, pushed under the socket
@@ -37,6 +38,7 @@
 /* From the kernel's include/net/tcp_states.h and include/net/sock.h. */
 #define TCP_ESTABLISHED	1
 #define SEND_SHUTDOWN	2
+#define SOCK_RCVBUF_LOCK	2	/* sk_userlocks: SO_RCVBUF was set */
 /* Waiters on the peer's wait queue looked at, at most. */
 #define MAX_WAITERS	8
 
@@ -93,6 +95,14 @@ struct sock {
 	int sk_rcvlowat;
 	struct socket_wq *sk_wq;
 	unsigned char sk_shutdown;
+	/*
+	 * A 4-bit field in 6.1, a u8 of its own in 6.12 and 6.18 (struct
+	 * sock regrouped by cache line).  Declared as the bitfield, and read
+	 * only with BPF_CORE_READ_BITFIELD*(): libbpf gives the byte that
+	 * holds it and the shifts for this kernel, whichever it is.
+	 */
+	__u8 sk_userlocks:4;
+	int sk_rcvbuf;
 } __attribute__((preserve_access_index));
 
 struct tcp_sock {
@@ -218,7 +228,52 @@ static __always_inline int tcp_mem_full(struct sock *s, __u64 limit,
 }
 
 /*
- * Bytes the peer chosen by bpf_msg_redirect_hash() holds unread.
+ * The peer's receive buffer if its application fixed it (SO_RCVBUF, on
+ * the socket or on the listener it was accepted from), else 0: the bytes
+ * TCP would let it hold unread.  setsockopt() sets SOCK_RCVBUF_LOCK in
+ * sk_userlocks and sk_rcvbuf to twice the size asked, at least
+ * SOCK_MIN_RCVBUF (sk_setsockopt()); TCP counts its receive queue against
+ * that, with each skb's overhead, as queue_cost() counts ours.  Without
+ * the lock TCP autotunes its buffer, and the bypass its bound
+ * (queue_bound()).
+ *
+ * Read at every send, so an option set after the handshake counts from the
+ * next message, and only while the queue bound is on.  Cost: one load, and
+ * a second only when the lock is set (on 6.1, a probe read each).
+ *
+ * Two readers, the same fields: rcvbuf_btf() through a pointer the
+ * verifier types (6.2+), rcvbuf_probed() through an address it does not
+ * (6.1, and the way back).  BPF_CORE_READ_BITFIELD() loads the byte that
+ * holds sk_userlocks straight through the typed pointer: the verifier lets
+ * a load cover a whole bitfield (btf_struct_walk()), and of the macro's
+ * switch on the relocated size it walks only the one case libbpf made
+ * constant.  Each field goes into a local of its own before it is tested.
+ */
+static __always_inline __u64 rcvbuf_btf(struct sock *peer)
+{
+	__u64 locks = BPF_CORE_READ_BITFIELD(peer, sk_userlocks);
+	int rcvbuf;
+
+	if (!(locks & SOCK_RCVBUF_LOCK))
+		return 0;
+	rcvbuf = peer->sk_rcvbuf;
+	return rcvbuf > 0 ? rcvbuf : 0;
+}
+
+static __always_inline __u64 rcvbuf_probed(struct sock *peer)
+{
+	__u64 locks = BPF_CORE_READ_BITFIELD_PROBED(peer, sk_userlocks);
+	int rcvbuf = 0;
+
+	if (!(locks & SOCK_RCVBUF_LOCK))
+		return 0;
+	bpf_core_read(&rcvbuf, sizeof(rcvbuf), &peer->sk_rcvbuf);
+	return rcvbuf > 0 ? rcvbuf : 0;
+}
+
+/*
+ * Bytes the peer chosen by bpf_msg_redirect_hash() holds unread, and in
+ * *rcvbuf its fixed receive buffer (rcvbuf_btf()) if want_rcvbuf, else 0.
  *
  * bpf_tcp_ingress() adds every redirected byte to the receiver's
  * sk_rmem_alloc and sk_msg_recvmsg() takes it off when it is read, as TCP
@@ -227,11 +282,13 @@ static __always_inline int tcp_mem_full(struct sock *s, __u64 limit,
  * 6.13, and stable 6.12.8 and 6.1.123; on older kernels it reads 0 and the
  * queue bound never triggers (load.sh warns).
  */
-static __always_inline __u64 peer_unread(struct sk_msg_md *msg)
+static __always_inline __u64 peer_unread(struct sk_msg_md *msg, int want_rcvbuf,
+					 __u64 *rcvbuf)
 {
 	struct sock *peer;
 	int unread = 0;
 
+	*rcvbuf = 0;
 	if (bpf_cast_to_kern_ctx) {
 		struct sk_msg *kmsg = bpf_cast_to_kern_ctx(msg);
 
@@ -239,14 +296,24 @@ static __always_inline __u64 peer_unread(struct sk_msg_md *msg)
 		if (!peer)
 			return 0;
 		unread = peer->sk_backlog.rmem_alloc.counter;
+		if (want_rcvbuf)
+			*rcvbuf = rcvbuf_btf(peer);
 	} else {
 		peer = (struct sock *)aimed_peer(msg);
 		if (!peer)
 			return 0;
 		bpf_probe_read_kernel(&unread, sizeof(unread),
 				      &peer->sk_backlog.rmem_alloc.counter);
+		if (want_rcvbuf)
+			*rcvbuf = rcvbuf_probed(peer);
 	}
 	return unread > 0 ? unread : 0;
+}
+
+/* The queue bound, at most a fixed receive buffer (0: none). */
+static __always_inline __u64 cap_bound(__u64 bound, __u64 rcvbuf)
+{
+	return rcvbuf && rcvbuf < bound ? rcvbuf : bound;
 }
 
 /*
@@ -284,6 +351,12 @@ static __always_inline __u64 queue_cost(__u64 unread, __u32 size)
  * byte before we came back), and sk_rmem_alloc counts payload bytes, as
  * sent does.  On a kernel that does not count redirected bytes unread reads
  * 0 and the bound grows as we send; it never triggers there anyway.
+ *
+ * A peer whose application fixed its receive buffer (SO_RCVBUF) asked for
+ * TCP's flow control at that size: callers cap this bound at it
+ * (cap_bound()), at each send, without storing it here: the bound earned
+ * stays, and a later SO_RCVBUF, smaller or larger, counts from the next
+ * send.
  */
 static __always_inline __u64 queue_bound(const struct bypass_config *cfg,
 					 struct peer_info *peer, __u64 unread)
@@ -301,10 +374,12 @@ static __always_inline __u64 queue_bound(const struct bypass_config *cfg,
 /*
  * The verdict, on a message bpf_msg_redirect_hash() has already aimed at the
  * peer: FALLBACK_NONE to let it go, else the reason to go by TCP.  Updates
- * our share of the host's backlog.
+ * our share of the host's backlog.  rcvbuf is the peer's fixed receive
+ * buffer, 0 if none (peer_unread()).
  */
 static __always_inline __u32 check_bounds(struct sock *me, __u64 unread,
-					  __u32 size, const struct bypass_config *cfg,
+					  __u64 rcvbuf, __u32 size,
+					  const struct bypass_config *cfg,
 					  struct peer_info *peer)
 {
 	__u64 cost, units, total;
@@ -312,7 +387,8 @@ static __always_inline __u32 check_bounds(struct sock *me, __u64 unread,
 	if (cfg->max_tcp_mem && tcp_mem_full(me, cfg->max_tcp_mem, cfg))
 		return FALLBACK_TCP_MEM;
 	cost = queue_cost(unread, size);
-	if (cfg->max_queue && cost > queue_bound(cfg, peer, unread))
+	if (cfg->max_queue &&
+	    cost > cap_bound(queue_bound(cfg, peer, unread), rcvbuf))
 		return FALLBACK_QUEUE;
 	units = cost >> BACKLOG_SHIFT;
 	if (units == peer->charged)
@@ -522,10 +598,17 @@ static __always_inline enum ready peer_ready(__u64 p, __u32 write_seq,
 	PEEK(lowat, peer, sk_rcvlowat);
 	if (urg || lowat > 1)
 		return NOT_NOW;
-	/* Hysteresis: only well under the bound (drained, it holds none of ours). */
-	PEEK(unread, peer, sk_backlog.rmem_alloc.counter);
-	if (cfg->max_queue && (__u64)(unread > 0 ? unread : 0) >= bound / 4)
-		return NOT_NOW;
+	/*
+	 * Hysteresis: only well under the bound (drained, it holds none of
+	 * ours), capped as the send that fell back capped it: a quarter of
+	 * the larger bound could be more than the buffer the peer fixed.
+	 */
+	if (cfg->max_queue) {
+		PEEK(unread, peer, sk_backlog.rmem_alloc.counter);
+		bound = cap_bound(bound, rcvbuf_probed(peer));
+		if ((__u64)(unread > 0 ? unread : 0) >= bound / 4)
+			return NOT_NOW;
+	}
 	/*
 	 * No reader inside tcp_recvmsg(): it holds the socket lock while it
 	 * runs (owned), waits on sk_lock.wq for it, and sleeps on the wait
@@ -775,7 +858,7 @@ int bpf_redir(struct sk_msg_md *msg)
 	struct bypass_config *cfg;
 	struct peer_info *peer;
 	struct sock *me;
-	__u64 unread;
+	__u64 unread, rcvbuf;
 	int unsafe;
 
 	peer = bpf_sk_storage_get(&peer_keys, sk, 0, 0);
@@ -824,8 +907,8 @@ int bpf_redir(struct sk_msg_md *msg)
 		aim_at_egress(msg, sk, size, peer);
 		goto tcp;
 	}
-	unread = peer_unread(msg);
-	why = check_bounds(me, unread, size, cfg, peer);
+	unread = peer_unread(msg, cfg->max_queue != 0, &rcvbuf);
+	why = check_bounds(me, unread, rcvbuf, size, cfg, peer);
 	if (why != FALLBACK_NONE) {
 		/* Kept for the way back: see peer_ready(). */
 		peer->peer_sk = aimed_peer(msg);

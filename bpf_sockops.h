@@ -101,7 +101,7 @@ enum fallback {
 	 * then it is looked for NO_PEER_TRIES times, and no more.
 	 */
 	FALLBACK_NO_PEER,
-	FALLBACK_QUEUE,		/* the peer had max_queue unread */
+	FALLBACK_QUEUE,		/* the peer had its bound (or SO_RCVBUF) unread */
 	FALLBACK_TCP_MEM,	/* all TCP sockets held max_tcp_mem */
 	FALLBACK_BACKLOG,	/* the host's backlog reached max_tcp_mem */
 	/*

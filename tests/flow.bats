@@ -141,6 +141,29 @@ first_return_snapshot() {
 	(($(counter bytes_passed) > 0))
 }
 
+@test "a reader with SO_RCVBUF 256 KiB that keeps up: its writer stays on the bypass, every byte in order" {
+	load_bypass --quiet
+	# The default bound (4 MiB here) capped at the reader's buffer, 512
+	# KiB (twice what it asked): a reader that keeps up never holds that.
+	flow_run rcvbuf -r plain -B 262144 -- -t 4 -l 65536 -R 20 -s 7
+	paths
+	(($(counter bytes_redirected) > $(counter bytes_passed)))
+	(($(counter bytes_passed) == $(result rcvbuf recv tcp_in)))
+	(($(counter fallback_tcp_mem) + $(counter fallback_backlog) == 0))
+}
+
+@test "a reader with SO_RCVBUF 128 KiB that pauses 200 ms in every 500: its writer falls back at the buffer, far under the default bound, and comes back; every byte in order" {
+	load_bypass --quiet
+	# A 200 ms pause at 5 MB/s leaves 1 MB unread: under the default
+	# bound (4 MiB), over the buffer (256 KiB).  Only the cap falls back,
+	# and the way back's quarter is of the capped bound.
+	flow_run rcvbuf_pause -r plain -B 131072 -z 300:200 -- -t 6 -l 65536 -R 5 -s 8
+	paths
+	(($(counter fallback_queue) >= 3 && $(counter return_queue) >= 3))
+	(($(counter bytes_passed) == $(result rcvbuf_pause recv tcp_in)))
+	(($(counter bytes_redirected) > 0))
+}
+
 @test "two threads blocked in recv() on one socket: the connection never comes back once it falls back; every byte arrives once, each thread's in order" {
 	load_bypass --quiet --max-queue 256K
 	flow_run threads -r threads -z 300:200 -- -t 6 -l 1:262144 -R 5 -s 6

@@ -12,7 +12,9 @@
 # only the host's tcp_mem), so bpf_redir bounds what the receiver holds
 # unread (--max-queue) and what TCP holds on the whole host (--max-tcp-mem),
 # and sends the connection by TCP when either is reached, until the reader
-# has read everything (which these readers never do).
+# has read everything (which these readers never do).  A reader that fixed
+# its receive buffer (SO_RCVBUF) caps that bound at it, as TCP would hold
+# it (noread -b, -B).
 
 BASE_PORT=46000
 load helpers
@@ -82,6 +84,52 @@ queue_start() {
 	# when TCP's buffers filled (EAGAIN).
 	total=$(($(counter bytes_redirected) + $(counter bytes_passed)))
 	((total >= accepted && total < accepted + 65536))
+}
+
+# rcvbuf_noread FLAG: a reader with SO_RCVBUF 64 KiB (FLAG -b: set after
+# the handshake; -B: on the listener, inherited) that never reads, plain
+# TCP then with the bypass: what it holds unread (rx_rmem) stays within
+# three times TCP's, far below the bypass's own bound; every byte arrives.
+rcvbuf_noread() {
+	local plain_rmem plain
+
+	noread -l 65536 -c $((256 * MiB)) "$1" 65536
+	[[ $stop == eagain && $intact == 1 ]]
+	plain_rmem=$(field rx_rmem) plain=$accepted
+	load_bypass
+	PORT=$((PORT + 1))
+	noread -l 65536 -c $((256 * MiB)) "$1" 65536
+	[[ $stop == eagain && $intact == 1 ]]
+	# The kernel doubles what was asked.
+	(($(field rcvbuf) == 2 * 65536))
+	echo "reader held: plain TCP $plain_rmem bytes (sender got rid of $plain)," \
+	     "the bypass $(field rx_rmem) (of $accepted); bound $(queue_start)"
+	(($(field rx_rmem) <= 3 * plain_rmem))
+	# Without the cap it held the whole bound (4 MiB by default), 32
+	# times its buffer.
+	(($(field rx_rmem) <= 2 * $(field rcvbuf)))
+	(($(field rx_rmem) < $(queue_start)))
+	# The bypass took at most the buffer's worth, then TCP the rest.
+	(($(counter bytes_redirected) <= 2 * 65536))
+	(($(counter bytes_passed) > 0))
+	(($(counter fallback_queue) == 1 && $(counter return_queue) == 0))
+	(($(counter fallback_tcp_mem) + $(counter fallback_backlog) == 0))
+}
+
+@test "a reader that sets SO_RCVBUF 64 KiB after the handshake and never reads holds about what TCP lets it hold, not the bypass's bound; every byte arrives" {
+	rcvbuf_noread -b
+}
+
+@test "SO_RCVBUF set on the listener holds its accepted reader the same way" {
+	rcvbuf_noread -B
+}
+
+@test "SO_RCVBUF does nothing with --max-queue 0: no bound, no cap" {
+	load_bypass --max-queue 0
+	noread -l 65536 -c $((16 * MiB)) -b 65536
+	[[ $stop == cap && $intact == 1 ]]
+	(($(counter bytes_redirected) == 16 * MiB))
+	(($(counter fallback_queue) == 0))
 }
 
 @test "a reader that has read earns a larger bound, as TCP's receive buffer grows, up to its ceiling; then it stalls, and every byte arrives" {

@@ -107,6 +107,9 @@ declare -gA PATH_WITH_BYPASS=(
 	[opt_switch]=mixed
 	[opt_peek_off]=tcp
 	[opt_timestamping]=tcp
+	# SO_RCVBUF caps the queue bound: redirected up to the receiver's
+	# buffer, then TCP.
+	[opt_rcvbuf]=mixed
 )
 
 # probes: every probe that "all" runs (the -M probes need the bypass, the

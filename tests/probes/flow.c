@@ -5,7 +5,7 @@
  * again and again, without losing, reordering or stalling a byte.
  *
  *   flow recv [-b ADDR] -p PORT [-r MODE] [-w SIZE] [-z READ_MS:PAUSE_MS]
- *             [-S FILE]
+ *             [-S FILE] [-B RCVBUF]
  *   flow send [-a ADDR] -p PORT [-t SECONDS] [-l SIZE | -l MIN:MAX] [-x]
  *             [-R MB_S] [-z READ_MS:PAUSE_MS] [-s SEED]
  *
@@ -26,6 +26,8 @@
  *            handshake, then blocking recv()
  *   threads  two threads in blocking recv() on the one socket at once
  * With -z it reads for READ_MS, then stops for PAUSE_MS, again and again.
+ * With -B the accepted socket sets SO_RCVBUF to RCVBUF after the handshake,
+ * whatever the mode.
  * Every byte is checked against the pattern where it lands; a thread of
  * "threads" does not know where its bytes land, so it finds the offset from
  * the bytes (the pattern is invertible) and the pieces of both threads must
@@ -77,7 +79,7 @@ struct header {
 
 static struct {
 	const char *addr, *stats_file;
-	int port, read_ms, pause_ms, waitall;
+	int port, read_ms, pause_ms, waitall, rcvbuf;
 	double rate;		/* -R: bytes per ms a writer sends at most */
 	enum mode mode;
 	struct header h;
@@ -530,6 +532,9 @@ static int do_recv(void)
 		if (setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat)))
 			die("flow: SO_RCVLOWAT");
 	}
+	if (o.rcvbuf &&
+	    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &o.rcvbuf, sizeof(o.rcvbuf)))
+		die("flow: SO_RCVBUF");
 	in = (struct dir){ .fd = fd, .seed = h.seed };
 	out = (struct dir){ .fd = fd, .seed = ~h.seed };
 	rng_state = h.seed * 0x9e3779b97f4a7c15ull | 1;
@@ -573,7 +578,7 @@ static void usage(void)
 {
 	fprintf(stderr,
 		"usage: flow recv [-b ADDR] -p PORT [-r plain|poll|waitall|lowat|threads]\n"
-		"                 [-w SIZE] [-z READ_MS:PAUSE_MS] [-S FILE]\n"
+		"                 [-w SIZE] [-z READ_MS:PAUSE_MS] [-S FILE] [-B RCVBUF]\n"
 		"       flow send [-a ADDR] -p PORT [-t SECONDS] [-l SIZE | -l MIN:MAX]\n"
 		"                 [-x] [-R MB_S] [-z READ_MS:PAUSE_MS] [-s SEED]\n");
 	exit(2);
@@ -586,7 +591,7 @@ int main(int argc, char **argv)
 	if (argc < 2)
 		usage();
 	o.h.seed = getpid();
-	while ((c = getopt(argc - 1, argv + 1, "a:b:p:r:w:z:S:t:l:xR:s:")) != -1) {
+	while ((c = getopt(argc - 1, argv + 1, "a:b:p:r:w:z:S:t:l:xR:s:B:")) != -1) {
 		switch (c) {
 		case 'a': case 'b': o.addr = optarg; break;
 		case 'p': o.port = atoi(optarg); break;
@@ -603,6 +608,7 @@ int main(int argc, char **argv)
 			break;
 		case 'S': o.stats_file = optarg; break;
 		case 'w': o.waitall = atoi(optarg); break;
+		case 'B': o.rcvbuf = atoi(optarg); break;
 		case 't': o.h.msecs = atof(optarg) * 1000; break;
 		case 'l':
 			if (sscanf(optarg, "%u:%u", &o.h.wmin, &o.h.wmax) != 2)

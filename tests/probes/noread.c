@@ -4,7 +4,7 @@
  * costs the host.
  *
  *   noread [-a ADDR] -p PORT [-l WRITE_SIZE] [-n WRITES] [-c CAP_BYTES] [-w]
- *          [-r READ_FIRST]
+ *          [-r READ_FIRST] [-b RCVBUF | -B RCVBUF]
  *
  * One process connects to a listener of its own on ADDR:PORT (default
  * 127.0.0.1), never reads the accepted socket, and writes WRITE_SIZE bytes
@@ -23,6 +23,13 @@
  * and only then stops reading: a reader that read, then stalled.  The line
  * then also gives read_first=BYTES.
  *
+ * With -b, the accepted socket sets SO_RCVBUF to RCVBUF after the
+ * handshake; with -B, the listener does, before the connection, and the
+ * accepted socket inherits it.  The line then also gives rcvbuf=BYTES, what
+ * the kernel made of it (twice RCVBUF), and rx_rmem=BYTES, what the reader
+ * held unread when the writes stopped (SO_MEMINFO's sk_rmem_alloc: TCP's
+ * receive queue with its overhead, and the bytes the bypass queued).
+ *
  * With -w it prints "noread: filled" once it stops writing and waits for EOF
  * on its standard input before it reads back, so that many instances can be
  * held full at once.
@@ -33,6 +40,7 @@
  */
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/sock_diag.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdbool.h>
@@ -78,7 +86,25 @@ static long long tcp_mem_kib(void)
 	return pages * (sysconf(_SC_PAGESIZE) / 1024);
 }
 
-static void loopback_pair(const char *addr, int port, int *tx, int *rx)
+static void set_rcvbuf(int fd, int size)
+{
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size)))
+		die("noread: SO_RCVBUF");
+}
+
+/* One of the socket's SO_MEMINFO counters (SK_MEMINFO_*), in bytes. */
+static long long meminfo(int fd, int which)
+{
+	uint32_t mem[SK_MEMINFO_VARS] = { 0 };
+	socklen_t len = sizeof(mem);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_MEMINFO, mem, &len))
+		die("noread: SO_MEMINFO");
+	return mem[which];
+}
+
+/* lrcvbuf: SO_RCVBUF for the listener, inherited by the accepted socket. */
+static void loopback_pair(const char *addr, int port, int lrcvbuf, int *tx, int *rx)
 {
 	struct sockaddr_storage ss;
 	socklen_t len;
@@ -92,6 +118,8 @@ static void loopback_pair(const char *addr, int port, int *tx, int *rx)
 	if (lfd < 0)
 		die("noread: socket");
 	setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (lrcvbuf)
+		set_rcvbuf(lfd, lrcvbuf);
 	if (bind(lfd, (struct sockaddr *)&ss, len) || listen(lfd, 1))
 		die("noread: bind/listen port %d", port);
 	*tx = socket(ss.ss_family, SOCK_STREAM, 0);
@@ -109,11 +137,11 @@ int main(int argc, char **argv)
 	const char *addr = "127.0.0.1", *stop = "eagain";
 	unsigned long long writes = 0, max_writes = ~0ull, cap = ~0ull;
 	unsigned long long sent = 0, got = 0, read_first = 0;
-	long long slab0, tcp0, slab1, tcp1;
-	int c, port = -1, wsize = 65536, tx, rx, err = 0;
+	long long slab0, tcp0, slab1, tcp1, rx_rmem;
+	int c, port = -1, wsize = 65536, tx, rx, err = 0, rcvbuf = 0, lrcvbuf = 0;
 	bool hold = false;
 
-	while ((c = getopt(argc, argv, "a:p:l:n:c:wr:")) != -1) {
+	while ((c = getopt(argc, argv, "a:p:l:n:c:wr:b:B:")) != -1) {
 		switch (c) {
 		case 'a': addr = optarg; break;
 		case 'p': port = atoi(optarg); break;
@@ -122,8 +150,10 @@ int main(int argc, char **argv)
 		case 'c': cap = strtoull(optarg, NULL, 0); break;
 		case 'w': hold = true; break;
 		case 'r': read_first = strtoull(optarg, NULL, 0); break;
+		case 'b': rcvbuf = atoi(optarg); break;
+		case 'B': lrcvbuf = atoi(optarg); break;
 		default:
-			fprintf(stderr, "usage: noread [-a ADDR] -p PORT [-l WRITE_SIZE] [-n WRITES] [-c CAP_BYTES] [-w] [-r READ_FIRST]\n");
+			fprintf(stderr, "usage: noread [-a ADDR] -p PORT [-l WRITE_SIZE] [-n WRITES] [-c CAP_BYTES] [-w] [-r READ_FIRST] [-b RCVBUF | -B RCVBUF]\n");
 			return 2;
 		}
 	}
@@ -131,7 +161,9 @@ int main(int argc, char **argv)
 		errno = 0;
 		die("noread: -p PORT is needed, and -l from 1 to %d", BUF_SIZE);
 	}
-	loopback_pair(addr, port, &tx, &rx);
+	loopback_pair(addr, port, lrcvbuf, &tx, &rx);
+	if (rcvbuf)
+		set_rcvbuf(rx, rcvbuf);
 	fcntl(tx, F_SETFL, O_NONBLOCK);
 
 	/* -r: write and read in turns until READ_FIRST bytes were read. */
@@ -187,6 +219,7 @@ int main(int argc, char **argv)
 	}
 	slab1 = meminfo_kib("SUnreclaim");
 	tcp1 = tcp_mem_kib();
+	rx_rmem = meminfo(rx, SK_MEMINFO_RMEM_ALLOC);
 	if (hold) {
 		printf("noread: filled\n");
 		fflush(stdout);
@@ -222,6 +255,8 @@ int main(int argc, char **argv)
 	       slab1 - slab0, tcp1 - tcp0, got, got == sent);
 	if (read_first)
 		printf(" read_first=%llu", read_first);
+	if (rcvbuf || lrcvbuf)
+		printf(" rcvbuf=%lld rx_rmem=%lld", meminfo(rx, SK_MEMINFO_RCVBUF), rx_rmem);
 	printf("\n");
 	return err || got != sent;
 }

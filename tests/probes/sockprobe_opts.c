@@ -14,6 +14,7 @@
 #include <time.h>
 #include <linux/errqueue.h>
 #include <linux/net_tstamp.h>
+#include <linux/sock_diag.h>
 #include <netinet/in.h>
 #include <linux/tcp.h>
 #include <poll.h>
@@ -396,6 +397,53 @@ static void probe_opt_preconnect(void)
 }
 
 /*
+ * SO_RCVBUF of 64 KiB set on a receiver after the handshake, which then
+ * does not read: a non-blocking sender writes 64 KiB at a time until
+ * EAGAIN.  TCP holds the receiver to its buffer (the kernel doubles what
+ * was asked); the bypass caps its queue bound at that buffer, then the
+ * connection goes by TCP (bpf_redir.c, rcvbuf_btf()), whose window does the
+ * rest.  held= says whether what the receiver holds unread (SO_MEMINFO's
+ * sk_rmem_alloc, both queues) is within twice its buffer; without the cap
+ * it held the bypass's bound, 4 MiB.  Then every byte is read back.
+ */
+static void probe_opt_rcvbuf(void)
+{
+	static unsigned char buf[64 * KiB];
+	uint32_t mem[SK_MEMINFO_VARS] = { 0 };
+	socklen_t len = sizeof(mem);
+	struct pair p;
+	struct stream tx = { .seed = 66 }, rx = { .seed = 66 };
+	const char *last;
+	uint64_t before, n;
+	ssize_t r = 0;
+
+	pair_open(&p);
+	before = bytes_received(p.srv);
+	set_int(p.srv, SOL_SOCKET, SO_RCVBUF, 64 * KiB);
+	while (tx.off < 256 * MiB) {
+		pattern(tx.seed, tx.off, buf, sizeof(buf));
+		r = send(p.cli, buf, sizeof(buf), MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (r <= 0)
+			break;
+		tx.off += r;
+	}
+	add("eagain=%s", r < 0 && errno == EAGAIN ? "yes" : "no");
+	if (getsockopt(p.srv, SOL_SOCKET, SO_MEMINFO, mem, &len))
+		die("%s: SO_MEMINFO", probe_name);
+	add("rcvbuf=%u", mem[SK_MEMINFO_RCVBUF]);
+	add("held=%s", mem[SK_MEMINFO_RMEM_ALLOC] <= 2 * mem[SK_MEMINFO_RCVBUF] ?
+	    "rcvbuf" : "more");
+	close(p.cli);
+	p.cli = -1;
+	n = drain(p.srv, &rx, NULL, &last);
+	add("all=%s", n == tx.off ? "yes" : "no");
+	add_data();
+	add("end=%s", last);
+	probe_path = path_of(bytes_received(p.srv) - before, tx.off);
+	pair_close(&p);
+}
+
+/*
  * For options.bats: a pair whose server set SO_RCVLOWAT, held open until
  * stdin closes, so that status.sh can be read meanwhile.  "ready" on
  * stderr says the mark is set.  Not in "all".
@@ -425,6 +473,7 @@ const struct probe opts_probes[] = {
 	PROBE(opt_timestamping),
 	PROBE(opt_zerocopy),
 	PROBE(opt_zerocopy_receive),
+	PROBE(opt_rcvbuf),
 	PROBE(opt_listener),
 	PROBE(opt_preconnect),
 	{ "opt_hold", probe_opt_hold, true },
