@@ -122,7 +122,7 @@ cross_xfer() {
 	echo "bridge payload: $(br_payload) bytes"
 	# Both ends are in the map, but neither finds the other.
 	(($(counter bytes_redirected) == 0))
-	(($(counter bytes_passed) == 4000000 + 1000000 + 24))
+	(($(counter bytes_passed) <= 4000000 + 1000000 + 24))	# counter()
 	(($(br_payload) == 4000000 + 1000000 + 24))
 }
 
@@ -261,7 +261,8 @@ wait_tuples() {
 }
 
 # dnat_check TOTAL NAME...: the xfers NAME... carried TOTAL bytes intact, all
-# by TCP: a DNAT'd connection's two ends do not mirror.
+# by TCP (their tcp_in; bytes_passed is at most that: counter() says why):
+# a DNAT'd connection's two ends do not mirror.
 dnat_check() {
 	local total=$1
 
@@ -269,7 +270,7 @@ dnat_check() {
 	xfer_finish "$@"
 	echo "redirected=$(counter bytes_redirected) passed=$(counter bytes_passed)"
 	(($(counter bytes_redirected) == 0))
-	(($(counter bytes_passed) == total))
+	(($(counter bytes_passed) <= total))
 	(($(tcp_in "$@") == total))
 	(($(counter collisions) == 0))
 }
@@ -320,7 +321,7 @@ dnat_check() {
 	# The receiver half-closes at once (it sends nothing back): the
 	# sender sends everything, reads EOF and exits, its socket closed.
 	xfer_finish s
-	(($(counter bytes_redirected) + $(counter bytes_passed) == total))
+	(($(counter bytes_redirected) + $(counter bytes_passed) <= total))
 	# Then its namespace goes, veth and all.
 	ip netns del "$P-c1"
 	# The kernel tears the namespace down in a work queue: its veth goes.

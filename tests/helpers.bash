@@ -180,6 +180,14 @@ cg_progs() {
 }
 
 # counter FIELD: a counter of struct bypass_stats, summed over CPUs.
+#
+# bytes_passed and msgs_passed count what bpf_redir let go by TCP, and can
+# fall short of it: when TCP cannot take all of a passed message (EAGAIN on
+# a full send buffer, which xfer's non-blocking sends meet),
+# tcp_bpf_send_verdict() keeps the pass verdict in psock->eval, and the
+# next send goes out by TCP without running bpf_redir (6.1 to 6.18 alike).
+# Tests prove "all by TCP" with the receivers' tcp_in or a capture, and
+# bound bytes_passed from above.
 counter() {
 	bpftool -j map dump pinned "$SOCKOPS_PIN_DIR/$PIN_STATS" |
 		jq "[.[0].formatted.values[].value.$1] | add"
