@@ -423,8 +423,7 @@ podman_ready() {
 	done
 	[[ -x /bin/busybox ]] || skip "busybox-static is not installed"
 	PODMAN=(podman --runtime runc --cgroup-manager cgroupfs)
-	# Installed but unable to run: say why (in make vmtest, the guest's
-	# root file system, the host's, is read-only to it).
+	# Installed but unable to run: say why.
 	"${PODMAN[@]}" info >"$TMP/podman-info" 2>&1 ||
 		skip "podman cannot run here: $(grep -m1 -i error "$TMP/podman-info" || tail -n 1 "$TMP/podman-info")"
 	PODNET=sockops$$-$BATS_TEST_NUMBER
@@ -435,7 +434,8 @@ podman_ready() {
 	for t in sh cat httpd wget sha256sum sleep; do
 		ln -s busybox "$ROOTFS/bin/$t"
 	done
-	# Its network: in make vmtest, /etc/cni/net.d is read-only.
+	# Its network (make vmtest puts a tmpfs over /etc/cni/net.d, which
+	# is the host's and read-only there).
 	"${PODMAN[@]}" network create --subnet 198.51.100.0/24 "$PODNET" \
 		>"$TMP/podman-net" 2>&1 || {
 		PODNET=

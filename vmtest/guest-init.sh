@@ -49,6 +49,8 @@ ln -s /proc/self/fd /dev/fd	# bash's <(...) needs /dev/fd
 ln -s /proc/self/fd/0 /dev/stdin
 ln -s /proc/self/fd/1 /dev/stdout
 ln -s /proc/self/fd/2 /dev/stderr
+# podman writes its networks' configuration there; the host's stays as it is.
+[[ -d /etc/cni/net.d ]] && mount -t tmpfs -o mode=755 tmpfs /etc/cni/net.d
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mount -t bpf bpf /sys/fs/bpf
 mount -t tracefs tracefs /sys/kernel/tracing
